@@ -1,0 +1,78 @@
+"""gcf-trt: compile and stream Gated Clip Fusion action recognition.
+
+The CLI is a thin layer over library calls.
+
+Every subcommand lives in :mod:`gcf_trt.commands` as a module with ``register(subparsers)``;
+the parser's ``func(args)`` does one library call and prints a short summary.  Errors the user
+can fix (:class:`~gcf_trt.errors.GcfError`) are caught here, once: one line naming the problem,
+one line with the fix, exit code 1, and a traceback only with ``--verbose``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+
+from . import __version__
+from .errors import GcfError
+
+# Subcommand modules, imported lazily so `gcf-trt run` never imports torch.
+COMMANDS = {
+    "build": "gcf_trt.commands.build",
+    "backbones": "gcf_trt.commands.build",
+    "run": "gcf_trt.commands.run",
+    "train": "gcf_trt.commands.train",
+    "eval": "gcf_trt.commands.evaluate",
+    "make-videos": "gcf_trt.commands.train",
+    "bench": "gcf_trt.commands.bench",
+    "export-triton": "gcf_trt.commands.triton",
+}
+
+
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gcf-trt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gcf-trt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Register only the requested module (fast, torch-free for `run`), or all for --help.
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        parser = _parser(command)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except GcfError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"error[{exc.kind}]: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

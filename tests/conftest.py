@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny model, its checkpoint, generated videos; the ``gpu`` marker.
+
+Tests marked ``gpu`` need TensorRT and a CUDA device.  They are real tests: where both exist
+they run; elsewhere they are skipped with the reason (ImportError is caught, not only
+ModuleNotFoundError, because a half-installed tensorrt fails to load its libraries).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+TINY_SPEC = dict(backbone="edge3d", backbone_args={"width": 4, "blocks": [1, 1, 1, 1]}, clip_len=4,
+                 stride=4, size=32, resize_short=36, ring_size=4, labels=["left", "right", "grow"],
+                 head_hidden=16, long_range=2)
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_skip_reason() -> str | None:
+    """None when TensorRT imports and a CUDA device answers, else why not."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        return f"TensorRT is not installed or cannot load its libraries ({exc})"
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python < 12.6 layout
+        except ImportError as exc:
+            return f"cuda-python is not installed ({exc})"
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count < 1:
+        return f"no CUDA device answers (cudaGetDeviceCount: {err}, {count} devices)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = gpu_skip_reason()
+    if reason is None:
+        return
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=f"gpu test: {reason}"))
+
+
+def write_video(path: Path, num_frames: int = 24, size: tuple[int, int] = (64, 48), fps: float = 30.0,
+                seed: int = 0, fourcc: str = "mp4v") -> Path:
+    """Write a real video (a square drifting over noise) with OpenCV; returns ``path``."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    background = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+    for i in range(num_frames):
+        frame = background.copy()
+        x = int((i * 3) % max(1, w - 12))
+        cv2.rectangle(frame, (x, h // 3), (x + 12, h // 3 + 12), (40, 200, 250), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spec_kwargs() -> dict:
+    return {**TINY_SPEC}
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    torch = pytest.importorskip("torch")
+    from gcf_trt.compile.model import GCFNet
+    torch.manual_seed(0)
+    return GCFNet.from_spec_args(**TINY_SPEC).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
+    from gcf_trt.compile.model import save_checkpoint
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tiny_checkpoint, tmp_path_factory) -> Path:
+    """FP32 ONNX Runtime engines of the tiny model (built once per session)."""
+    from gcf_trt.compile.build import build_engines
+    out = tmp_path_factory.mktemp("engines") / "tiny"
+    build_engines(tiny_checkpoint, out, target="cpu", precision="fp32", runtime="onnxruntime")
+    return out
+
+
+@pytest.fixture
+def video_file(tmp_path) -> Path:
+    return write_video(tmp_path / "clip.mp4", num_frames=24)

@@ -1,1 +1,19 @@
-"""torch-free runtime: what a camera app imports.  Nothing under this package imports torch."""
+"""torch-free runtime: what a camera app imports.  Nothing under this package imports torch.
+
+Typical use::
+
+    from gcf_trt.runtime import StreamingClassifier
+    with StreamingClassifier("engines/") as clf:
+        for prediction in clf.run("rtsp://camera/stream"):
+            print(prediction.label, prediction.score)
+"""
+from .engines import Engines, load_engines
+from .ring import ClipInfo, DescriptorRing
+from .sources import (Backoff, IteratorSource, Source, SourceFrame, SourceGap, ThreadedSource,
+                      VideoCaptureSource, gstreamer_available, open_source, parse_uri, redact)
+from .stream import ClipAssembler, ClipGate, GapRecord, Prediction, StreamingClassifier, StreamState
+
+__all__ = ["Backoff", "ClipAssembler", "ClipGate", "ClipInfo", "DescriptorRing", "Engines", "GapRecord",
+           "IteratorSource", "Prediction", "Source", "SourceFrame", "SourceGap", "StreamState",
+           "StreamingClassifier", "ThreadedSource", "VideoCaptureSource", "gstreamer_available",
+           "load_engines", "open_source", "parse_uri", "redact"]

@@ -1,0 +1,514 @@
+"""Video sources by URI: files, cameras, RTSP/HTTP streams, GStreamer pipelines, frame iterators.
+
+:func:`open_source` returns a :class:`Source`; iterating it yields :class:`SourceFrame` items
+and, for live sources that dropped and came back, :class:`SourceGap` items (frames and seconds
+missed), so the consumer can report the gap instead of crashing.
+
+URIs (see docs/STREAMING.md):
+
+=====================================  ==============================================
+``clip.mp4``, ``file:///v/clip.mp4``   a video file (not live; can loop)
+``0``, ``/dev/video0``                 a camera (live)
+``rtsp://``, ``rtsps://``, ``rtmp://``, a network stream via OpenCV's FFMPEG backend (live)
+``http://``, ``https://``
+``gst:PIPELINE`` or ``a ! b ! appsink`` a GStreamer pipeline, only if OpenCV was built with it
+any iterable of numpy frames            frames the app captured itself (not live)
+=====================================  ==============================================
+
+Credentials in URIs (``rtsp://user:pass@host``) are never logged or put in messages: every
+message uses :func:`redact`.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from ..errors import InputError, SourceError
+
+log = logging.getLogger(__name__)
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+GSTREAMER_PREFIXES = ("gst:", "gstreamer:")
+DROP_POLICIES = ("block", "drop_oldest")
+
+# ----------------------------------------------------------------------------- redaction
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+_SECRET_PARAM = re.compile(r"(?i)\b(?P<key>password|passwd|pass|pwd|token|access_token|auth|apikey|api_key|key|secret|signature|sig)=(?P<value>[^&\s]+)")
+
+
+def redact(uri: Any) -> str:
+    """``uri`` as a string that is safe to log: user info and secret query values masked.
+
+    >>> redact("rtsp://admin:hunter2@10.0.0.5:554/live?token=abc&ch=1")
+    'rtsp://***@10.0.0.5:554/live?token=***&ch=1'
+    """
+    text = os.fspath(uri) if isinstance(uri, os.PathLike) else str(uri)
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _SECRET_PARAM.sub(lambda m: f"{m.group('key')}=***", text)
+
+
+# ----------------------------------------------------------------------------- items
+@dataclass
+class SourceFrame:
+    """One decoded frame: ``index`` counts frames since the source opened (dropped and
+    rate-skipped frames included, reconnect gaps estimated), ``timestamp`` is monotonic seconds."""
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+
+
+@dataclass
+class SourceGap:
+    """A live source dropped and was reopened: roughly ``frames_missed`` frames over ``seconds``."""
+
+    frames_missed: int
+    seconds: float
+    attempts: int
+    reason: str
+
+
+@dataclass
+class SourceStats:
+    frames_read: int = 0       # frames decoded from the device/file/stream
+    frames_yielded: int = 0    # frames handed to the consumer
+    frames_skipped: int = 0    # skipped on purpose by fps/step subsampling
+    frames_dropped: int = 0    # dropped by the bounded queue (drop_oldest policy)
+    gaps: int = 0
+    reconnects: int = 0
+    loops: int = 0
+
+
+@dataclass
+class Backoff:
+    """Reconnect policy of a live source: delays ``initial * factor**k`` capped at ``maximum``.
+
+    ``max_attempts`` bounds the attempts per outage (None = keep trying forever).
+    """
+
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 10.0
+    max_attempts: int | None = 8
+
+    def delays(self) -> Iterator[float]:
+        delay, attempt = self.initial, 0
+        while self.max_attempts is None or attempt < self.max_attempts:
+            yield min(delay, self.maximum)
+            delay *= self.factor
+            attempt += 1
+
+
+# ----------------------------------------------------------------------------- URIs
+@dataclass
+class SourceSpec:
+    """A parsed URI: ``kind`` in file/camera/stream/gstreamer, what to pass to OpenCV, live?"""
+
+    kind: str
+    target: str | int
+    live: bool
+    api: int
+    display: str  # redacted, for messages
+
+
+def gstreamer_available() -> bool:
+    """Whether this OpenCV build has the GStreamer video I/O backend (from its build info)."""
+    match = re.search(r"^\s*GStreamer:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    return bool(match) and match.group(1).upper() not in ("NO", "OFF")
+
+
+def parse_uri(uri: str | int | os.PathLike) -> SourceSpec:
+    """Classify a source URI; raises SourceError for unknown schemes or missing files."""
+    if isinstance(uri, bool):
+        raise SourceError(f"invalid source {uri!r}")
+    if isinstance(uri, int):
+        return SourceSpec("camera", uri, True, cv2.CAP_ANY, f"camera {uri}")
+    text = os.fspath(uri) if isinstance(uri, os.PathLike) else str(uri)
+    shown = redact(text)
+    if not text.strip():
+        raise SourceError("empty source URI")
+    if text.strip().isdigit():
+        return SourceSpec("camera", int(text), True, cv2.CAP_ANY, f"camera {int(text)}")
+    if re.fullmatch(r"/dev/video\d+", text):
+        return SourceSpec("camera", text, True, cv2.CAP_ANY, text)
+    lowered = text.lower()
+    if lowered.startswith(GSTREAMER_PREFIXES) or " ! " in text:
+        pipeline = text.split(":", 1)[1].strip() if lowered.startswith(GSTREAMER_PREFIXES) else text
+        if not gstreamer_available():
+            raise SourceError(f"GStreamer pipeline {shown!r} needs OpenCV built with GStreamer, and this "
+                              f"OpenCV ({cv2.__version__}) has no GStreamer backend",
+                              hint="use an rtsp:// or http:// URI (FFMPEG backend) or a file, or install "
+                                   "an OpenCV built with GStreamer (e.g. the system python3-opencv)")
+        if "appsink" not in pipeline:
+            raise SourceError(f"GStreamer pipeline {shown!r} does not end in appsink",
+                              hint="end the pipeline with '! videoconvert ! appsink'")
+        return SourceSpec("gstreamer", pipeline, True, cv2.CAP_GSTREAMER, shown)
+    scheme_match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
+    if scheme_match:
+        scheme = scheme_match.group(1).lower()
+        if scheme == "file":
+            parsed = urllib.parse.urlparse(text)
+            path = urllib.parse.unquote(parsed.path)
+            if parsed.netloc and parsed.netloc != "localhost":
+                path = f"//{parsed.netloc}{path}"
+            return _file_spec(path)
+        if scheme in STREAM_SCHEMES:
+            return SourceSpec("stream", text, True, cv2.CAP_FFMPEG, shown)
+        raise SourceError(f"unknown source scheme {scheme + '://'!r} in {shown!r}",
+                          hint="use a file path, file://, a camera index, /dev/videoN, "
+                               f"{', '.join(s + '://' for s in STREAM_SCHEMES)} or a GStreamer pipeline")
+    return _file_spec(text)
+
+
+def _file_spec(path: str) -> SourceSpec:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SourceError(f"video file {redact(path)!r} does not exist",
+                          hint="check the path; for a camera pass its index (0) or /dev/videoN")
+    if p.is_dir():
+        raise SourceError(f"{redact(path)!r} is a directory, not a video file")
+    return SourceSpec("file", str(p), False, cv2.CAP_ANY, redact(path))
+
+
+# ----------------------------------------------------------------------------- sources
+class Source:
+    """Iterable of :class:`SourceFrame` / :class:`SourceGap`; close it (or use ``with``)."""
+
+    uri: str = ""     # redacted
+    live: bool = False
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second the source delivers, if known."""
+        return None
+
+    def __iter__(self) -> Iterator[SourceFrame | SourceGap]:
+        raise NotImplementedError
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Only the images (gaps are skipped) - for apps that do not care about gaps."""
+        for item in self:
+            if isinstance(item, SourceFrame):
+                yield item.image
+
+    def close(self) -> None:
+        """Release the device/file/thread.  Idempotent."""
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r}, live={self.live})"
+
+
+class _RateLimiter:
+    """Keeps a frame every ``step`` frames and/or at most ``target_fps`` (by source fps or clock)."""
+
+    def __init__(self, step: int = 1, target_fps: float | None = None, native_fps: float | None = None):
+        self.step, self.target, self.native = step, target_fps, native_fps
+        self._budget = 0.0
+        self._last_kept: float | None = None
+
+    def keep(self, index: int, timestamp: float) -> bool:
+        if self.step > 1 and index % self.step:
+            return False
+        if not self.target:
+            return True
+        if self.native and self.native > 0:
+            # Accumulate target/native per (stepped) frame: keeps ~target fps of a known rate.
+            self._budget += self.target * self.step / self.native
+            if self._budget >= 1.0 - 1e-9 or index == 0:
+                self._budget = max(0.0, self._budget - 1.0)
+                return True
+            return False
+        if self._last_kept is None or timestamp - self._last_kept >= 1.0 / self.target - 1e-4:
+            self._last_kept = timestamp
+            return True
+        return False
+
+
+class VideoCaptureSource(Source):
+    """A file, camera, stream or GStreamer pipeline read with ``cv2.VideoCapture``.
+
+    A file ends at its last frame (or loops with ``loop=True``).  A live source whose read
+    fails is reopened following ``reconnect`` (exponential backoff, bounded); a successful
+    reopen yields a :class:`SourceGap`, and giving up raises :class:`SourceError`.
+    """
+
+    def __init__(self, spec: SourceSpec, *, loop: bool = False, fps: float | None = None, step: int = 1,
+                 reconnect: Backoff | None = None, open_timeout_ms: int = 10000, read_timeout_ms: int = 5000,
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__()
+        if loop and spec.live:
+            raise InputError(f"loop applies to files, not to the live source {spec.display}")
+        self.spec, self.uri, self.live = spec, spec.display, spec.live
+        self.loop = loop
+        self.reconnect = reconnect or Backoff()
+        self._timeouts = (open_timeout_ms, read_timeout_ms)
+        self._sleep = sleep
+        self._cap: cv2.VideoCapture | None = None
+        self._closed = False
+        self._open_or_raise()
+        self._limiter = _RateLimiter(step, fps, self.fps)
+
+    def _open(self) -> cv2.VideoCapture | None:
+        params: list[int] = []
+        if self.spec.kind == "stream":  # FFMPEG honours these; they stop a dead server hanging us
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeouts[0], cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeouts[1]]
+        cap = cv2.VideoCapture(self.spec.target, self.spec.api, params)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        return None
+
+    def _open_or_raise(self) -> None:
+        self._cap = self._open()
+        if self._cap is None:
+            hints = {"file": "check that the file is a video OpenCV/FFmpeg can decode",
+                     "camera": "check the camera index/device and that no other program holds it",
+                     "stream": "check the URL, credentials, network and that the server is up",
+                     "gstreamer": "test the pipeline with gst-launch-1.0"}
+            raise SourceError(f"cannot open {self.spec.kind} source {self.uri!r}", hint=hints[self.spec.kind])
+        log.debug("opened %s with %s", self.uri, self._cap.getBackendName())
+
+    @property
+    def fps(self) -> float | None:
+        if self._cap is None:
+            return None
+        value = self._cap.get(cv2.CAP_PROP_FPS)
+        return float(value) if value and 0 < value < 1000 else None
+
+    def __iter__(self) -> Iterator[SourceFrame | SourceGap]:
+        index = 0
+        while not self._closed and self._cap is not None:
+            # grab() then retrieve() only for kept frames: skipped frames are not colour-converted.
+            ok = self._cap.grab()
+            now = time.monotonic()
+            if ok:
+                self.stats.frames_read += 1
+                if not self._limiter.keep(index, now):
+                    self.stats.frames_skipped += 1
+                    index += 1
+                    continue
+                ok, image = self._cap.retrieve()
+                if ok and image is not None:
+                    self.stats.frames_yielded += 1
+                    yield SourceFrame(image, index, now)
+                    index += 1
+                    continue
+            if not self.live:
+                if self.loop and self.stats.frames_read > 0:
+                    self._cap.release()
+                    self._open_or_raise()
+                    self.stats.loops += 1
+                    continue
+                return
+            gap = self._reopen(now)
+            if gap is None:
+                return
+            index += gap.frames_missed
+            yield gap
+
+    def _reopen(self, lost_at: float) -> SourceGap | None:
+        """Reconnect a dropped live source with exponential backoff; None if closed meanwhile."""
+        if self._cap is not None:
+            self._cap.release()
+        log.warning("source %s dropped; reconnecting", self.uri)
+        attempts = 0
+        for delay in self.reconnect.delays():
+            if self._closed:
+                return None
+            self._sleep(delay)
+            attempts += 1
+            cap = self._open()
+            if cap is not None:
+                self._cap = cap
+                seconds = time.monotonic() - lost_at
+                rate = self.fps or 0.0
+                self.stats.gaps += 1
+                self.stats.reconnects += 1
+                log.warning("source %s back after %.1f s (%d attempts)", self.uri, seconds, attempts)
+                return SourceGap(int(round(seconds * rate)), seconds, attempts, "source dropped, reconnected")
+        self._cap = None
+        raise SourceError(f"live source {self.uri!r} dropped and did not come back after {attempts} "
+                          f"reconnect attempts ({time.monotonic() - lost_at:.1f} s)",
+                          hint="check the camera/server; raise Backoff.max_attempts to wait longer")
+
+    def close(self) -> None:
+        self._closed = True
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class IteratorSource(Source):
+    """Frames from any iterable of numpy arrays (an app's own capture loop)."""
+
+    def __init__(self, frames: Iterable[np.ndarray], *, fps: float | None = None, step: int = 1,
+                 live: bool = False):
+        super().__init__()
+        self._frames = frames
+        self.uri, self.live = f"<{type(frames).__name__} of frames>", live
+        self._limiter = _RateLimiter(step, fps, None)
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        for index, image in enumerate(self._frames):
+            self.stats.frames_read += 1
+            now = time.monotonic()
+            if not self._limiter.keep(index, now):
+                self.stats.frames_skipped += 1
+                continue
+            self.stats.frames_yielded += 1
+            yield SourceFrame(image, index, now)
+
+    def close(self) -> None:
+        close = getattr(self._frames, "close", None)
+        if callable(close):
+            close()
+
+
+class ThreadedSource(Source):
+    """Decodes ``inner`` in its own thread into a bounded queue.
+
+    Drop policy when the consumer (inference) is slower than capture and the queue is full:
+
+    * ``"block"``: the decoder waits - every frame is processed (default for files);
+    * ``"drop_oldest"``: the oldest queued *frame* is discarded and counted in
+      ``stats.frames_dropped`` - latency stays bounded (default for live sources).
+
+    Gaps are never dropped.  An exception in the decoder thread is re-raised to the consumer.
+    """
+
+    _END = object()
+
+    def __init__(self, inner: Source, *, queue_size: int = 16, drop: str = "block"):
+        super().__init__()
+        if drop not in DROP_POLICIES:
+            raise InputError(f"unknown drop policy {drop!r}; use one of {', '.join(DROP_POLICIES)}")
+        if int(queue_size) < 1:
+            raise InputError(f"queue_size must be >= 1, got {queue_size}")
+        self.inner, self.uri, self.live = inner, inner.uri, inner.live
+        self.stats = inner.stats  # one set of counters: the decoder's and the queue's
+        self.drop, self.queue_size = drop, int(queue_size)
+        self._queue: collections.deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def fps(self) -> float | None:
+        return self.inner.fps
+
+    def _produce(self) -> None:
+        try:
+            for item in self.inner:
+                with self._cond:
+                    while (len(self._queue) >= self.queue_size and self.drop == "block" and not self._stop):
+                        self._cond.wait(0.1)
+                    if self._stop:
+                        return
+                    if len(self._queue) >= self.queue_size:  # drop_oldest
+                        for i, queued in enumerate(self._queue):
+                            if isinstance(queued, SourceFrame):
+                                del self._queue[i]
+                                self.stats.frames_dropped += 1
+                                break
+                    self._queue.append(item)
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+            self._error = exc
+        finally:
+            with self._cond:
+                self._queue.append(self._END)
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[SourceFrame | SourceGap]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name=f"gcf-source", daemon=True)
+            self._thread.start()
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait(0.1)
+                item = self._queue.popleft()
+                self._cond.notify_all()
+            if item is self._END:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self.inner.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+
+def open_source(uri: Any, *, loop: bool = False, fps: float | None = None, step: int = 1,
+                threaded: bool | None = None, queue_size: int = 16, drop: str | None = None,
+                reconnect: Backoff | None = None, open_timeout_ms: int = 10000,
+                read_timeout_ms: int = 5000) -> Source:
+    """Open a video source by URI (see the module docstring) or wrap an iterable of frames.
+
+    Args:
+        uri: path, ``file://``, camera index, ``/dev/videoN``, ``rtsp://``/``http(s)://`` URL,
+            GStreamer pipeline, or any iterable of numpy frames.
+        loop: restart a file at its end (files only).
+        fps: target frame rate; frames are subsampled to about this rate.
+        step: keep every ``step``-th frame (applied before ``fps``).
+        threaded: decode in a background thread with a bounded queue (default: True for
+            OpenCV sources, False for iterables).
+        queue_size: bound of that queue.
+        drop: ``"block"`` (default for files/iterables: nothing dropped) or ``"drop_oldest"``
+            (default for live sources).
+        reconnect: backoff policy for live sources (default :class:`Backoff`).
+
+    Raises:
+        SourceError: unknown scheme, missing file, GStreamer unsupported, cannot open.
+    """
+    if fps is not None and not fps > 0:
+        raise InputError(f"fps must be > 0, got {fps}")
+    if int(step) < 1:
+        raise InputError(f"step must be >= 1, got {step}")
+    if isinstance(uri, Source):
+        return uri
+    if isinstance(uri, np.ndarray):
+        raise SourceError("a single numpy array is not a source", hint="pass an iterable of frames")
+    if not isinstance(uri, (str, bytes, int, os.PathLike)) and isinstance(uri, Iterable):
+        source: Source = IteratorSource(uri, fps=fps, step=step)
+        threaded = bool(threaded)
+    elif isinstance(uri, (str, int, os.PathLike)):
+        spec = parse_uri(uri)
+        source = VideoCaptureSource(spec, loop=loop, fps=fps, step=step, reconnect=reconnect,
+                                    open_timeout_ms=open_timeout_ms, read_timeout_ms=read_timeout_ms)
+        threaded = True if threaded is None else threaded
+    else:
+        raise SourceError(f"cannot use a {type(uri).__name__} as a video source")
+    if not threaded:
+        return source
+    return ThreadedSource(source, queue_size=queue_size, drop=drop or ("drop_oldest" if source.live else "block"))
+
+
+__all__ = ["Backoff", "IteratorSource", "Source", "SourceFrame", "SourceGap", "SourceSpec", "SourceStats",
+           "ThreadedSource", "VideoCaptureSource", "gstreamer_available", "open_source", "parse_uri", "redact"]

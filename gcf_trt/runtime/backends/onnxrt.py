@@ -22,12 +22,20 @@ def session_options(threads: int | None = None, spinning: bool = False,
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL if sequential else ort.ExecutionMode.ORT_PARALLEL
-    opts.intra_op_num_threads = int(threads) if threads else (os.cpu_count() or 1)
+    opts.intra_op_num_threads = int(threads) if threads else _usable_cores()
     opts.inter_op_num_threads = 1
     opts.enable_mem_pattern = True
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return opts
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (the affinity mask in a container, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class OnnxRuntimeBackend(Backend):

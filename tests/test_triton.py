@@ -222,3 +222,27 @@ def test_triton_modules_do_not_import_torch():
     code = ("import sys, gcf_trt.triton, gcf_trt.commands.triton; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_example_client_sends_the_offline_clips(repo, video_file):
+    """examples/triton_client.py: the spec it reads and the clips it sends (no server needed)."""
+    import importlib.util
+    import cv2
+    from gcf_trt.preprocess import clips_from_frames
+    path = Path(__file__).resolve().parents[1] / "examples" / "triton_client.py"
+    mspec = importlib.util.spec_from_file_location("triton_client_example", path)
+    example = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(example)
+    out, _ = repo
+    spec = example.load_spec(out / "gcf_stream" / "gcf_trt.json")
+    cfg = parse_config(out / "gcf_stream" / "config.pbtxt")
+    sent = list(example.camera_clips(str(video_file), spec))
+    cap = cv2.VideoCapture(str(video_file))
+    frames = []
+    while (item := cap.read())[0]:
+        frames.append(item[1])
+    clips, ranges = clips_from_frames(frames, spec)
+    assert [r for _, r in sent] == ranges
+    for (clip, _), ref in zip(sent, clips):
+        assert list(clip.shape[1:]) == list(cfg.input[0].dims)  # what the ensemble accepts
+        np.testing.assert_allclose(clip[0], ref, atol=1e-6)

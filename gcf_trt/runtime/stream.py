@@ -319,6 +319,10 @@ class StreamingClassifier:
         if self.reset_ring_on_gap:
             self.ring.reset()
 
+    def note_dropped(self, total_dropped: int) -> None:
+        """Record how many frames the source has dropped so far (its running total)."""
+        self._state.dropped_frames = int(total_dropped)
+
     def _step(self, frame_range: tuple[int, int], start: float) -> Prediction:
         t0 = time.perf_counter()
         out = self.engines.backbone.infer({BACKBONE_INPUT: self.assembler.clip})
@@ -376,7 +380,7 @@ class StreamingClassifier:
         try:
             count = 0
             for item in src:
-                self._state.dropped_frames = src.stats.frames_dropped
+                self.note_dropped(src.stats.frames_dropped)
                 if isinstance(item, SourceGap):
                     self.note_gap(item.frames_missed, item.seconds, item.reason)
                     continue
@@ -386,7 +390,7 @@ class StreamingClassifier:
                     yield prediction
                 if max_frames is not None and count >= max_frames:
                     break
-            self._state.dropped_frames = src.stats.frames_dropped
+            self.note_dropped(src.stats.frames_dropped)
         finally:
             if owns:
                 src.close()

@@ -1,0 +1,248 @@
+"""Streaming parity: every prediction of StreamingClassifier equals offline PyTorch GCF-Net.
+
+The reference is computed independently of the runtime: clips from
+``preprocess.clips_from_frames`` (the offline assembler), descriptors from the PyTorch
+backbone, and the PyTorch head on the last N descriptors, left-padded with mask 0 while the
+ring fills (docs/DESIGN.md "Ring order").
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+from gcf_trt.errors import EngineError, FrameError, InputError
+from gcf_trt.preprocess import clips_from_frames
+from gcf_trt.runtime.backends import available_runtimes
+from gcf_trt.runtime.engines import load_engines
+from gcf_trt.runtime.stream import ClipAssembler, Prediction, StreamingClassifier
+from gcf_trt.spec import ModelSpec
+from tests.conftest import TINY_SPEC, write_video
+
+ATOL = 1e-4
+NUM_FRAMES = 72  # 18 clips of 4 frames with ring size 4: the ring wraps many times
+
+
+def cpu_runtimes() -> list[str]:
+    return [name for name, reason in available_runtimes().items() if reason is None and name != "tensorrt"]
+
+
+def runtime_options(runtime: str) -> dict | None:
+    """Force FP32 where a runtime would otherwise pick a reduced precision on its own."""
+    if runtime == "openvino":
+        import inspect
+        from gcf_trt.runtime.backends import backend_class
+        params = inspect.signature(backend_class("openvino").__init__).parameters
+        if "inference_precision" in params:
+            return {"inference_precision": "f32"}
+    return None
+
+
+def read_frames(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def reference_predictions(model, frames: list[np.ndarray]):
+    """Offline PyTorch: (logits [C], valid gates oldest first, clip ranges in the ring) per clip."""
+    import torch
+    spec = model.spec
+    clips, ranges = clips_from_frames(frames, spec)
+    n = spec.ring_size
+    with torch.no_grad():
+        desc = model.backbone(torch.from_numpy(clips))
+        out = []
+        for k in range(len(clips)):
+            lo = max(0, k - n + 1)
+            valid = k - lo + 1
+            ring = torch.zeros(1, n, spec.dim)
+            mask = torch.zeros(1, n)
+            ring[0, n - valid:] = desc[lo:k + 1]
+            mask[0, n - valid:] = 1
+            logits, gates = model.head(ring, mask)
+            out.append((logits[0].numpy(), gates[0, n - valid:].numpy(), ranges[lo:k + 1]))
+    return out
+
+
+def assert_matches(predictions: list[Prediction], reference, index_map=None) -> None:
+    assert len(predictions) == len(reference) > 0
+    for k, (pred, (logits, gates, ranges)) in enumerate(zip(predictions, reference)):
+        if index_map is not None:
+            ranges = [(index_map[a], index_map[b]) for a, b in ranges]
+        assert pred.clip_index == k
+        np.testing.assert_allclose(pred.logits, logits, atol=ATOL, rtol=0, err_msg=f"clip {k}")
+        np.testing.assert_allclose(pred.gate_values, gates, atol=ATOL, rtol=0, err_msg=f"clip {k}")
+        assert [g.frame_range for g in pred.gates] == [tuple(r) for r in ranges]
+        assert [g.clip_index for g in pred.gates] == list(range(k - len(ranges) + 1, k + 1))
+        assert pred.frame_range == (ranges[0][0], ranges[-1][1])
+        assert pred.ring_fill == len(ranges)
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "long.mp4", num_frames=NUM_FRAMES, seed=3)
+
+
+@pytest.fixture(scope="module")
+def long_frames(long_video):
+    return read_frames(long_video)
+
+
+@pytest.fixture(scope="module")
+def long_reference(tiny_model, long_frames):
+    return reference_predictions(tiny_model, long_frames)
+
+
+@pytest.mark.parametrize("runtime", cpu_runtimes())
+def test_streaming_equals_offline_pytorch(runtime, tiny_engines, long_video, long_frames, long_reference):
+    """Every prediction, from the first (ring filling) through many ring wraps, equals PyTorch."""
+    assert len(long_frames) == NUM_FRAMES
+    assert len(long_reference) > 3 * TINY_SPEC["ring_size"]
+    with StreamingClassifier(tiny_engines, runtime=runtime, options=runtime_options(runtime)) as clf:
+        predictions = list(clf.run(str(long_video)))
+        state = clf.state
+    assert_matches(predictions, long_reference)
+    assert state.frames_seen == NUM_FRAMES and state.clips == len(long_reference)
+    assert state.ring_fill == TINY_SPEC["ring_size"] and state.bad_frames == 0
+    assert state.dropped_frames == 0  # files never drop by default
+
+
+def test_reset_gives_a_fresh_stream(tiny_engines, long_frames, long_reference):
+    with StreamingClassifier(tiny_engines) as clf:
+        clf.run_frames(long_frames[:30])  # leave a partial clip and a full ring behind
+        assert clf.state.clips > 0 and clf.ring.fill > 0
+        clf.reset()
+        assert clf.state.frames_seen == 0 and clf.state.clips == 0 and clf.state.ring_fill == 0
+        assert len(clf.history) == 0
+        again = clf.run_frames(long_frames)
+    assert_matches(again, long_reference)
+
+
+def test_bad_frames_are_skipped_and_counted(tiny_engines, long_frames, long_reference):
+    """A NaN frame, a float frame, a 2-channel frame mid-stream: skipped, counted, no effect."""
+    h, w = long_frames[0].shape[:2]
+    bad = {5: np.full((h, w, 3), np.nan, np.float32), 17: np.zeros((h, w, 3), np.float64),
+           40: np.zeros((h, w, 2), np.uint8)}
+    stream, index_map = [], []
+    for i, frame in enumerate(long_frames):
+        while len(stream) in bad:
+            stream.append(bad[len(stream)])
+        index_map.append(len(stream))
+        stream.append(frame)
+    with StreamingClassifier(tiny_engines) as clf:
+        predictions = clf.run_frames(stream)
+        state = clf.state
+    assert state.bad_frames == 3 and state.frames_seen == len(stream)
+    assert "NaN" in state.last_bad_frame or "channel" in state.last_bad_frame or "shape" in state.last_bad_frame
+    # Frame ranges are in pushed-frame indices, so they skip over the bad frames.
+    assert_matches(predictions, long_reference, index_map=index_map)
+
+
+def test_gray_bgra_and_size_changes_are_accepted(tiny_engines, long_frames):
+    """Grayscale and BGRA frames are converted; a resolution change mid-stream is fine."""
+    frames = []
+    for i, f in enumerate(long_frames[:24]):
+        if i % 3 == 1:
+            f = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
+        elif i % 3 == 2:
+            f = cv2.cvtColor(f, cv2.COLOR_BGR2BGRA)
+        if i >= 12:
+            f = cv2.resize(f, (96, 80))
+        frames.append(f)
+    with StreamingClassifier(tiny_engines) as clf:
+        predictions = clf.run_frames(frames)
+        assert clf.state.bad_frames == 0
+    assert len(predictions) == 24 // TINY_SPEC["stride"]
+    with pytest.raises(FrameError, match="shape"):
+        StreamingClassifier.check_frame(clf, np.zeros((8, 8, 2), np.uint8))
+
+
+def test_prediction_fields_and_json(tiny_engines, long_frames):
+    with StreamingClassifier(tiny_engines, top_k=2) as clf:
+        pred = clf.run_frames(long_frames[:8])[-1]
+    assert pred.label in TINY_SPEC["labels"] and pred.label == pred.top_k[0][0]
+    assert len(pred.top_k) == 2 and pred.top_k[0][1] >= pred.top_k[1][1]
+    probs = np.exp(pred.logits - pred.logits.max())
+    assert pred.score == pytest.approx(float(probs.max() / probs.sum()), rel=1e-5)
+    assert set(pred.latency_ms) == {"preprocess", "backbone", "head", "total"}
+    assert pred.latency_ms["total"] >= pred.latency_ms["backbone"] > 0
+    data = json.loads(json.dumps(pred.to_dict()))
+    assert data["clip_index"] == 1 and data["frame_range"] == [0, 7]
+    assert [g["frame_range"] for g in data["gates"]] == [[0, 3], [4, 7]]
+    assert any(g["selected"] for g in data["gates"])
+
+
+def test_gap_discards_the_partial_clip(tiny_engines, long_frames):
+    with StreamingClassifier(tiny_engines) as clf:
+        assert clf.run_frames(long_frames[:6]) != []   # clip 0 = frames 0-3, 4-5 pending
+        clf.note_gap(frames_missed=10, seconds=0.5, reason="test")
+        preds = clf.run_frames(long_frames[6:10])
+        state = clf.state
+    # 4 frames after the gap form one clip with indices shifted past the 10 missed frames.
+    assert [p.gates[-1].frame_range for p in preds] == [(16, 19)]
+    assert state.gap_frames == 10 and state.gap_seconds == 0.5 and state.gaps[0].at_frame == 6
+
+
+@pytest.mark.parametrize("clip_len,stride,frame_step", [(4, 4, 1), (4, 2, 1), (3, 5, 2), (2, 7, 3), (5, 1, 2)])
+def test_assembler_emits_exactly_the_offline_clips(clip_len, stride, frame_step):
+    spec = ModelSpec(clip_len=clip_len, stride=stride, frame_step=frame_step, size=16, resize_short=20,
+                     dim=8, ring_size=3)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (24, 30, 3), dtype=np.uint8) for _ in range(41)]
+    clips, ranges = clips_from_frames(frames, spec)
+    assembler = ClipAssembler(spec)
+    got_clips, got_ranges = [], []
+    for i, frame in enumerate(frames):
+        _, frame_range = assembler.push(frame, i)
+        if frame_range is not None:
+            got_clips.append(assembler.clip[0].copy())
+            got_ranges.append(frame_range)
+    assert got_ranges == ranges and len(ranges) > 0
+    np.testing.assert_array_equal(np.stack(got_clips), clips)
+
+
+def test_engines_errors(tmp_path, tiny_engines):
+    with pytest.raises(EngineError, match="no manifest.json"):
+        StreamingClassifier(tmp_path)
+    with pytest.raises(EngineError, match="not 0123456789abcdef"):
+        StreamingClassifier(tiny_engines, expect_model_hash="0123456789abcdef")
+    engines = load_engines(tiny_engines)
+    try:
+        with pytest.raises(InputError, match="runtime/options"):
+            StreamingClassifier(engines, runtime="onnxruntime")
+        with StreamingClassifier(engines) as clf:  # borrowed engines stay open after close()
+            pass
+        assert engines.backbone.session is not None
+    finally:
+        engines.close()
+
+
+def test_runtime_path_never_imports_torch(tiny_engines, tmp_path):
+    """Stream a video in a fresh interpreter; torch must not be loaded afterwards."""
+    video = write_video(tmp_path / "v.mp4", num_frames=12)
+    code = textwrap.dedent(f"""
+        import sys
+        from gcf_trt.runtime import StreamingClassifier, open_source
+        with StreamingClassifier({str(tiny_engines)!r}) as clf:
+            preds = list(clf.run({str(video)!r}))
+        assert len(preds) == 3, len(preds)
+        import gcf_trt.commands.run, gcf_trt.runtime.draw
+        print("torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

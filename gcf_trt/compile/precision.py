@@ -179,6 +179,10 @@ class ClipDataReader(CalibrationDataReader):
 def stem_conv_names(model: onnx.ModelProto) -> list[str]:
     """Names of the Conv nodes that read the 3-channel input (the stem's first conv)."""
     inits = {t.name: t for t in model.graph.initializer}
+    # A quantized weight reaches the conv through DequantizeLinear(initializer).
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     names = []
     for node in model.graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:

@@ -1,0 +1,177 @@
+"""MultiStreamClassifier: K streams, batched backbone/head calls, same results as K single streams."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from gcf_trt.errors import InputError
+from gcf_trt.runtime.engines import load_engines
+from gcf_trt.runtime.multistream import MultiStreamClassifier, StreamPrediction
+from gcf_trt.runtime.stream import StreamingClassifier
+from tests.conftest import write_video
+
+ATOL = 1e-4
+LENGTHS = {"cam-a": 24, "cam-b": 20, "cam-c": 30}  # 6, 5 and 7 clips of 4 frames
+
+
+def read_frames(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while (item := cap.read())[0]:
+        frames.append(item[1])
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multistream")
+    return {sid: write_video(root / f"{sid}.mp4", num_frames=n, seed=10 + i) for i, (sid, n) in enumerate(LENGTHS.items())}
+
+
+@pytest.fixture(scope="module")
+def frames(videos):
+    return {sid: read_frames(path) for sid, path in videos.items()}
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_engines):
+    with load_engines(tiny_engines, options={"threads": 1}) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def single(engines, frames):
+    """Three independent single-stream runs: the reference."""
+    out = {}
+    for sid, fr in frames.items():
+        with StreamingClassifier(engines) as clf:
+            out[sid] = clf.run_frames(fr)
+    assert [len(v) for v in out.values()] == [6, 5, 7]
+    return out
+
+
+def assert_same(multi: list[StreamPrediction], single: dict) -> None:
+    by_stream = {sid: [p for p in multi if p.stream_id == sid] for sid in single}
+    assert sum(map(len, by_stream.values())) == len(multi)
+    for sid, refs in single.items():
+        got = by_stream[sid]
+        assert len(got) == len(refs), sid
+        for p, r in zip(got, refs):
+            assert isinstance(p, StreamPrediction) and p.stream_id == sid
+            assert (p.clip_index, p.frame_range, p.ring_fill, p.label) == (r.clip_index, r.frame_range, r.ring_fill, r.label)
+            np.testing.assert_allclose(p.logits, r.logits, atol=ATOL, rtol=0)
+            np.testing.assert_allclose(p.gate_values, r.gate_values, atol=ATOL, rtol=0)
+            assert [(g.clip_index, g.frame_range, g.selected) for g in p.gates] == \
+                   [(g.clip_index, g.frame_range, g.selected) for g in r.gates]
+
+
+@pytest.mark.parametrize("batch_sizes", [None, [1, 4]])
+def test_three_streams_equal_three_single_streams_with_fewer_backbone_calls(engines, frames, single, batch_sizes):
+    with MultiStreamClassifier(engines, max_batch=3 if batch_sizes is None else 4, batch_sizes=batch_sizes,
+                               flush_timeout_ms=1e6) as multi:
+        predictions = multi.run_frames(frames)
+        stats = multi.stats
+        assert_same(predictions, single)
+        clips = sum(len(v) for v in single.values())
+        assert stats.clips == clips == 18
+        # Interleaved streams complete clips together: batches of 3, not 18 calls of 1.
+        if batch_sizes is None:
+            assert stats.backbone_calls == 6 and stats.batch_histogram == {3: 6}
+            assert stats.flushes["full"] == 6
+        else:  # max_batch 4: full batches of 4, padding only for the last partial batch
+            assert stats.backbone_calls == 5 and stats.batch_histogram == {4: 4, 2: 1}
+            assert stats.padded_rows == 2  # 2 clips padded up to the 4-bucket
+        assert stats.head_calls < clips
+        assert all(p.batch_size > 1 for p in predictions)
+        assert multi.state("cam-c").clips == 7 and multi.state("cam-b").frames_seen == 20
+
+
+def test_flush_timeout_flushes_a_partial_batch(engines, frames, single):
+    now = [100.0]
+    multi = MultiStreamClassifier(engines, max_batch=4, flush_timeout_ms=20, clock=lambda: now[0])
+    a, b = multi.add_stream(), multi.add_stream()
+    assert (a, b) == (0, 1)
+    fr = frames["cam-a"]
+    got = []
+    for f in fr[:4]:  # exactly one clip of stream a
+        got += multi.push(a, f)
+    assert got == [] and multi.pending == 1
+    assert multi.next_deadline() == pytest.approx(0.020)
+    now[0] += 0.019
+    assert multi.poll() == [] and multi.pending == 1
+    now[0] += 0.002
+    (p,) = multi.poll()
+    assert p.stream_id == a and p.batch_size == 1 and multi.pending == 0
+    assert p.latency_ms["queue"] == pytest.approx(21.0, abs=0.01)
+    assert multi.stats.flushes == {"full": 0, "timeout": 1, "forced": 0}
+    np.testing.assert_allclose(p.logits, single["cam-a"][0].logits, atol=ATOL)
+    assert multi.next_deadline() is None
+    # a push that finds an expired batch flushes it too, whichever stream pushes
+    for f in fr[4:8]:
+        got += multi.push(a, f)
+    now[0] += 0.05
+    (q,) = multi.push(b, frames["cam-b"][0])
+    assert q.stream_id == a and q.clip_index == 1
+    multi.close()
+
+
+def test_zero_timeout_means_no_batching(engines, frames, single):
+    with MultiStreamClassifier(engines, max_batch=8, flush_timeout_ms=0) as multi:
+        predictions = multi.run_frames(frames)
+        assert multi.stats.backbone_calls == multi.stats.clips == 18
+        assert multi.stats.batch_histogram == {1: 18}
+    assert_same(predictions, single)
+
+
+def test_fifo_no_stream_starves(engines, frames):
+    """A busy stream cannot push a quiet one's clip back: dispatch order is completion order."""
+    with MultiStreamClassifier(engines, max_batch=2, flush_timeout_ms=1e6) as multi:
+        busy, quiet = multi.add_stream("busy"), multi.add_stream("quiet")
+        completed, out = [], []
+        busy_frames, quiet_frames = frames["cam-c"], frames["cam-a"][:4]
+        for i, f in enumerate(busy_frames[:12]):
+            out += multi.push(busy, f)
+            if i % 4 == 3:
+                completed.append(("busy", i // 4))
+            if i == 5:  # the quiet stream's only clip completes between busy clips 0 and 1
+                for g in quiet_frames:
+                    out += multi.push(quiet, g)
+                completed.append(("quiet", 0))
+        out += multi.flush()
+        order = [(p.stream_id, p.clip_index) for p in out]
+        assert order == completed == [("busy", 0), ("quiet", 0), ("busy", 1), ("busy", 2)]
+        assert out[1].batch_size == 2  # batched with busy clip 0, not left behind
+
+
+def test_run_reads_several_sources_at_once(tiny_engines, videos, single):
+    with MultiStreamClassifier(tiny_engines, options={"threads": 1}, max_batch=3, flush_timeout_ms=200) as multi:
+        predictions = list(multi.run(dict(videos)))
+        assert multi.streams == []  # run() removes the streams it added
+        assert multi.stats.clips == 18 and multi.stats.backbone_calls < 18
+    assert_same(predictions, single)
+    assert predictions[0].to_dict()["stream"] in LENGTHS
+
+
+def test_stream_management_errors(engines, frames):
+    with MultiStreamClassifier(engines, max_batch=4, flush_timeout_ms=1e6) as multi:
+        with pytest.raises(InputError, match="unknown stream"):
+            multi.push("nope", frames["cam-a"][0])
+        multi.add_stream("x")
+        with pytest.raises(InputError, match="already exists"):
+            multi.add_stream("x")
+        for f in frames["cam-a"][:4]:
+            assert multi.push("x", f) == []
+        (p,) = multi.remove_stream("x")  # its queued clip is run, not lost
+        assert p.stream_id == "x" and multi.streams == []
+    with pytest.raises(InputError):
+        MultiStreamClassifier(engines, max_batch=0)
+
+
+def test_multistream_never_imports_torch():
+    code = "import sys, gcf_trt.runtime.multistream; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,369 @@
+"""TensorRT *configuration* tests: what gcf-trt asks of TensorRT 8.6 / 10 / 11, without a GPU.
+
+These run against tests/trt_standin.py, a recording stand-in of the ``tensorrt`` module that
+mirrors the real names per generation (FP16/INT8 flags absent in 11, no IProgressMonitor in
+8.6, ...).  They check the version branches, profile, workspace, timing cache, DLA, progress
+monitor, plan naming, manifest and the refusal of foreign plans.  They build no engine: that is
+tests/test_trt_gpu.py, which needs TensorRT and a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+from gcf_trt.compile import trt_build  # noqa: E402
+from gcf_trt.compile.trt_build import GraphPlan, TrtOptions, build_plan, graph_plan  # noqa: E402
+from gcf_trt.errors import BackendUnavailable, CalibrationError, EngineError, InputError  # noqa: E402
+from gcf_trt.manifest import read_manifest, sha256_file, verify_files  # noqa: E402
+from gcf_trt.runtime.backends import tensorrt as trt_backend  # noqa: E402
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+import trt_standin  # noqa: E402
+from conftest import write_video  # noqa: E402
+
+TRT8, TRT10, TRT11 = "8.6.2.3", "10.8.0.43", "11.1.0.12"
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tiny_model, tmp_path_factory):
+    """The tiny model's FP32 ONNX (exported once; export itself is tested in test_export.py)."""
+    from gcf_trt.compile.build import export_fp32
+    d = tmp_path_factory.mktemp("trt_onnx")
+    parity = export_fp32(tiny_model, d)
+    from gcf_trt.compile.fp16 import convert_to_fp16
+    convert_to_fp16(d / "backbone.onnx", d / "backbone.fp16.onnx", use_modelopt=False)
+    return d, parity
+
+
+@pytest.fixture
+def fast_export(monkeypatch, onnx_files):
+    """build_trt_engines' export step copies the module's ONNX instead of re-exporting."""
+    src, parity = onnx_files
+    calls = []
+
+    def export(model, out_dir):
+        calls.append(out_dir)
+        for name in ("backbone.onnx", "head.onnx"):
+            shutil.copy(src / name, out_dir / name)
+        return dict(parity)
+    monkeypatch.setattr("gcf_trt.compile.build.export_fp32", export)
+    return calls
+
+
+def _opts(**kw) -> TrtOptions:
+    return TrtOptions(**kw).validate()
+
+
+def _calls(mod, obj=None, method=None):
+    return [c for c in mod.calls if (obj is None or c[0] == obj) and (method is None or c[1] == method)]
+
+
+# ----------------------------------------------------------------------------- branch table
+@pytest.mark.parametrize("major", [8, 10])
+def test_weakly_typed_generations_use_builder_flags(major):
+    assert graph_plan(major, "fp16", "backbone") == GraphPlan("fp32", ("FP16",), False, major < 10)
+    assert graph_plan(major, "int8", "backbone") == GraphPlan("qdq", ("INT8", "FP16"), False, major < 10)
+    assert graph_plan(major, "int8", "head") == GraphPlan("fp32", ("FP16",), False, major < 10)
+
+
+def test_tensorrt11_is_strongly_typed_without_precision_flags():
+    assert graph_plan(11, "fp16", "backbone") == GraphPlan("fp16", (), True, False)
+    assert graph_plan(11, "int8", "backbone") == GraphPlan("qdq", (), True, False)
+    assert graph_plan(11, "int8", "head") == GraphPlan("fp16", (), True, False)
+    with pytest.raises(InputError):
+        graph_plan(11, "fp32", "backbone")
+
+
+# ----------------------------------------------------------------------------- one plan
+def test_trt10_fp16_sets_fp16_flag_profile_workspace(monkeypatch, onnx_files, tmp_path):
+    mod = trt_standin.install(monkeypatch, TRT10)
+    d, _ = onnx_files
+    messages = []
+    rec = build_plan(d / "backbone.onnx", tmp_path / "bb.plan", graph_plan(10, "fp16", "backbone"),
+                     _opts(min_batch=1, opt_batch=2, max_batch=6, workspace_mb=512),
+                     timing_cache=tmp_path / "tc.cache", progress=messages.append)
+    plan = trt_standin.read_plan(tmp_path / "bb.plan")
+    assert plan["builder_flags"] == ["FP16"]
+    assert plan["network_flags"] == [] and not plan["strongly_typed"]  # no EXPLICIT_BATCH on 10
+    assert plan["onnx"]["path"].endswith("backbone.onnx") and not plan["onnx"]["qdq"]
+    assert plan["profiles"] == [{"clip": [[1, 3, 4, 32, 32], [2, 3, 4, 32, 32], [6, 3, 4, 32, 32]]}]
+    assert plan["pools"] == {"WORKSPACE": 512 << 20}
+    assert plan["attrs"]["profiling_verbosity"] == "DETAILED"
+    assert plan["attrs"]["progress_monitor"] == "_Monitor"
+    assert rec["progress_monitor"] is True
+    # the monitor forwarded the top-level phase only
+    assert messages == ["TensorRT: Building engine (2 steps)"]
+    assert _calls(mod, "IProgressMonitor", "__init__")
+
+
+def test_trt86_uses_explicit_batch_and_has_no_progress_monitor(monkeypatch, onnx_files, tmp_path):
+    mod = trt_standin.install(monkeypatch, TRT8)
+    d, _ = onnx_files
+    messages = []
+    rec = build_plan(d / "head.onnx", tmp_path / "hd.plan", graph_plan(8, "fp16", "head"), _opts(max_batch=4),
+                     progress=messages.append)
+    plan = trt_standin.read_plan(tmp_path / "hd.plan")
+    assert plan["network_flags"] == ["EXPLICIT_BATCH"]
+    assert plan["builder_flags"] == ["FP16"]
+    assert "progress_monitor" not in plan["attrs"] and rec["progress_monitor"] is False
+    assert messages == [] and not hasattr(mod, "IProgressMonitor")
+    assert plan["profiles"] == [{"descriptors": [[1, 4, 32], [1, 4, 32], [4, 4, 32]],
+                                 "mask": [[1, 4], [1, 4], [4, 4]]}]
+
+
+def test_trt11_fp16_strongly_typed_fp16_graph_no_precision_flags(monkeypatch, onnx_files, tmp_path):
+    mod = trt_standin.install(monkeypatch, TRT11)
+    d, _ = onnx_files
+    build_plan(d / "backbone.fp16.onnx", tmp_path / "bb.plan", graph_plan(11, "fp16", "backbone"), _opts())
+    plan = trt_standin.read_plan(tmp_path / "bb.plan")
+    assert plan["strongly_typed"] and plan["network_flags"] == ["STRONGLY_TYPED"]
+    assert plan["builder_flags"] == []
+    assert not _calls(mod, "IBuilderConfig", "set_flag")
+    assert plan["onnx"]["precision"] == "fp16" and "FLOAT16" in plan["onnx"]["initializer_types"]
+    assert not hasattr(mod.BuilderFlag, "FP16") and not hasattr(mod.BuilderFlag, "INT8")
+
+
+def test_flag_missing_in_this_tensorrt_is_an_engine_error(monkeypatch, onnx_files, tmp_path):
+    trt_standin.install(monkeypatch, TRT11)
+    d, _ = onnx_files
+    with pytest.raises(EngineError, match="no BuilderFlag.FP16"):
+        build_plan(d / "head.onnx", tmp_path / "x.plan", GraphPlan("fp32", ("FP16",), False, False), _opts())
+
+
+def test_dla_core_with_gpu_fallback(monkeypatch, onnx_files, tmp_path):
+    trt_standin.install(monkeypatch, TRT10, num_dla_cores=2)
+    d, _ = onnx_files
+    build_plan(d / "backbone.onnx", tmp_path / "bb.plan", graph_plan(10, "fp16", "backbone"), _opts(dla_core=1))
+    plan = trt_standin.read_plan(tmp_path / "bb.plan")
+    assert plan["attrs"]["default_device_type"] == "DLA" and plan["attrs"]["DLA_core"] == 1
+    assert plan["builder_flags"] == ["FP16", "GPU_FALLBACK"]
+    with pytest.raises(InputError, match="2 DLA core"):
+        build_plan(d / "backbone.onnx", tmp_path / "bb2.plan", graph_plan(10, "fp16", "backbone"),
+                   _opts(dla_core=2))
+
+
+def test_timing_cache_is_loaded_saved_and_reused(monkeypatch, onnx_files, tmp_path):
+    d, _ = onnx_files
+    cache = tmp_path / "cache" / "timing.cache"
+    trt_standin.install(monkeypatch, TRT10)
+    first = build_plan(d / "backbone.onnx", tmp_path / "a.plan", graph_plan(10, "fp16", "backbone"), _opts(),
+                       timing_cache=cache)
+    assert first["timing_cache"]["loaded_bytes"] == 0 and cache.is_file()
+    saved = cache.read_bytes()
+    assert first["timing_cache"]["saved_bytes"] == len(saved)
+    mod = trt_standin.install(monkeypatch, TRT10)  # a new process, same file
+    second = build_plan(d / "head.onnx", tmp_path / "b.plan", graph_plan(10, "fp16", "head"), _opts(),
+                        timing_cache=cache)
+    assert second["timing_cache"]["loaded_bytes"] == len(saved)
+    assert _calls(mod, "IBuilderConfig", "create_timing_cache")[0][2] == (len(saved),)
+    entries = json.loads(cache.read_bytes()[len(trt_standin.CACHE_MAGIC):])["entries"]
+    assert [e.rsplit("/", 1)[-1] for e in entries] == ["backbone.onnx", "head.onnx"]  # both builds kept
+
+
+def test_timing_cache_from_another_tensorrt_is_replaced(monkeypatch, onnx_files, tmp_path):
+    d, _ = onnx_files
+    cache = tmp_path / "timing.cache"
+    trt_standin.install(monkeypatch, "10.3.0.26")
+    build_plan(d / "head.onnx", tmp_path / "a.plan", graph_plan(10, "fp16", "head"), _opts(), timing_cache=cache)
+    mod = trt_standin.install(monkeypatch, TRT10)
+    build_plan(d / "head.onnx", tmp_path / "b.plan", graph_plan(10, "fp16", "head"), _opts(), timing_cache=cache)
+    sets = _calls(mod, "IBuilderConfig", "set_timing_cache")
+    assert [s[2][0] for s in sets] == ["10.3.0.26", TRT10]  # refused, then a fresh cache
+    assert json.loads(cache.read_bytes()[len(trt_standin.CACHE_MAGIC):])["version"] == TRT10
+
+
+def test_parser_errors_are_reported(monkeypatch, tmp_path):
+    trt_standin.install(monkeypatch, TRT10)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(EngineError, match="ONNX parser rejected bad.onnx"):
+        build_plan(bad, tmp_path / "x.plan", graph_plan(10, "fp16", "head"), _opts())
+
+
+def test_option_validation():
+    with pytest.raises(InputError, match="min <= opt <= max"):
+        _opts(min_batch=4, opt_batch=2, max_batch=8)
+    with pytest.raises(InputError):
+        _opts(workspace_mb=0)
+    with pytest.raises(InputError):
+        _opts(dla_core=-1)
+
+
+# ----------------------------------------------------------------------------- whole builds
+def test_trt10_fp16_build_names_plans_and_fills_the_manifest(monkeypatch, tiny_checkpoint, fast_export, tmp_path):
+    trt_standin.install(monkeypatch, TRT10, gpu="Orin", cc=(8, 7))
+    out = tmp_path / "engines"
+    res = trt_build.build_trt_engines(tiny_checkpoint, out, precision="fp16", max_batch=4,
+                                      timing_cache=tmp_path / "tc", verify=False)
+    m = read_manifest(out)
+    h = m["model_hash"]
+    assert m["target"] == "trt"
+    bb, hd = m["components"]["backbone"], m["components"]["head"]
+    assert bb["file"] == f"backbone.{h}.fp16.trt10.8.sm87.plan"
+    assert hd["file"] == f"head.{h}.fp16.trt10.8.sm87.plan"
+    assert bb["runtime"] == hd["runtime"] == "tensorrt"
+    assert bb["options"]["built_for"] == {"model_hash": h, "precision": "fp16", "tensorrt": "10.8.0",
+                                          "gpu": "Orin", "compute_capability": "8.7", "sm": "87"}
+    assert m["tensorrt"]["version"] == TRT10 and m["versions"]["tensorrt"] == TRT10
+    assert m["tensorrt"]["options"]["max_batch"] == 4
+    verify_files(out, m)  # every file hashed, plans included
+    assert sha256_file(out / bb["file"]) == m["files"][bb["file"]]
+    assert trt_standin.read_plan(out / bb["file"])["builder_flags"] == ["FP16"]
+    assert len(fast_export) == 1 and res.out == out
+    assert not list(tmp_path.glob(".engines.tmp-*"))  # atomic dir swapped in
+
+
+def test_trt11_int8_build_uses_qdq_backbone_and_fp16_head(monkeypatch, tiny_checkpoint, fast_export, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(2):
+        write_video(calib / f"v{i}.mp4", num_frames=16, seed=i)
+    trt_standin.install(monkeypatch, TRT11, gpu="NVIDIA H100 80GB HBM3", cc=(9, 0))
+    out = tmp_path / "engines"
+    trt_build.build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib, calib_clips=8,
+                                timing_cache=tmp_path / "tc", verify=False)
+    m = read_manifest(out)
+    h = m["model_hash"]
+    bb, hd = m["components"]["backbone"], m["components"]["head"]
+    assert bb["file"] == f"backbone.{h}.int8.trt11.1.sm90.plan" and bb["precision"] == "int8"
+    assert hd["file"] == f"head.{h}.fp16.trt11.1.sm90.plan" and hd["precision"] == "fp16"
+    bplan, hplan = trt_standin.read_plan(out / bb["file"]), trt_standin.read_plan(out / hd["file"])
+    assert bplan["onnx"]["qdq"] and bplan["strongly_typed"] and bplan["builder_flags"] == []
+    assert bb["source_onnx"] == "backbone.int8.onnx"
+    assert hplan["onnx"]["precision"] == "fp16" and hplan["strongly_typed"] and hplan["builder_flags"] == []
+    assert m["calibration"] is not None
+
+
+def test_trt10_int8_sets_int8_and_fp16_flags_on_the_qdq_graph(monkeypatch, tiny_checkpoint, fast_export, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    write_video(calib / "v.mp4", num_frames=16)
+    trt_standin.install(monkeypatch, TRT10)
+    out = tmp_path / "engines"
+    trt_build.build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib, calib_clips=8,
+                                timing_cache=tmp_path / "tc", verify=False)
+    m = read_manifest(out)
+    bplan = trt_standin.read_plan(out / m["components"]["backbone"]["file"])
+    hplan = trt_standin.read_plan(out / m["components"]["head"]["file"])
+    assert bplan["onnx"]["qdq"] and bplan["builder_flags"] == ["INT8", "FP16"] and not bplan["strongly_typed"]
+    assert not hplan["onnx"]["qdq"] and hplan["builder_flags"] == ["FP16"]
+
+
+def test_int8_needs_calibration_videos(tiny_checkpoint, tmp_path):
+    with pytest.raises(CalibrationError):
+        trt_build.build_trt_engines(tiny_checkpoint, tmp_path / "e", precision="int8")
+
+
+# ----------------------------------------------------------------------------- no TensorRT
+def test_without_tensorrt_build_fails_before_any_work(monkeypatch, tiny_checkpoint, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+
+    def boom(*a, **k):
+        raise AssertionError("work started before TensorRT was checked")
+    monkeypatch.setattr("gcf_trt.compile.build.export_fp32", boom)
+    monkeypatch.setattr("gcf_trt.compile.model.load_checkpoint", boom)
+    with pytest.raises(BackendUnavailable) as err:
+        trt_build.build_trt_engines(tiny_checkpoint, tmp_path / "e", precision="fp16")
+    assert "TensorRT" in err.value.message and "pip install" in err.value.hint
+    assert not (tmp_path / "e").exists()
+
+
+def test_half_installed_tensorrt_is_unavailable_not_a_crash(monkeypatch):
+    class Broken:
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorrt":
+                raise ImportError("libnvinfer.so.10: cannot open shared object file")
+            return None
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    with pytest.raises(BackendUnavailable, match="libnvinfer"):
+        trt_backend.TensorRTBackend.check_available()
+    from gcf_trt.runtime.backends import available_runtimes
+    assert "libnvinfer" in available_runtimes()["tensorrt"]
+    assert trt_build.tensorrt_available() is not None
+
+
+def test_modules_import_without_tensorrt_and_backend_without_torch():
+    import subprocess
+    code = ("import sys; sys.modules['tensorrt'] = None; sys.modules['torch'] = None\n"
+            "import gcf_trt, gcf_trt.runtime.backends.tensorrt, gcf_trt.compile.trt_build\n"
+            "from gcf_trt.runtime.backends import available_runtimes\n"
+            "print(available_runtimes()['tensorrt'])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "TensorRT is not installed" in res.stdout
+
+
+# ----------------------------------------------------------------------------- loading plans
+def _plan_file(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(trt_standin.PLAN_MAGIC + b"{}")
+    return p
+
+
+BUILT = {"model_hash": "0123456789abcdef", "precision": "fp16", "tensorrt": "10.8.0", "gpu": "Orin",
+         "compute_capability": "8.7", "sm": "87"}
+
+
+@pytest.mark.parametrize("version,gpu,cc,match", [
+    ("10.3.0.26", "Orin", (8, 7), "built with TensorRT 10.8.0, this machine has TensorRT 10.3.0"),
+    ("11.1.0.12", "Orin", (8, 7), "built with TensorRT 10.8.0"),
+    ("10.8.0.43", "NVIDIA GeForce RTX 3090", (8, 6), "sm87, this GPU .* is sm86"),
+    ("10.8.0.43", "NVIDIA A100", (8, 7), "built on a Orin, this GPU is a NVIDIA A100"),
+])
+def test_foreign_plan_is_refused_before_deserializing(monkeypatch, tmp_path, version, gpu, cc, match):
+    mod = trt_standin.install(monkeypatch, version, gpu=gpu, cc=cc)
+    path = _plan_file(tmp_path, "backbone.0123456789abcdef.fp16.trt10.8.sm87.plan")
+    with pytest.raises(EngineError, match=match) as err:
+        trt_backend.TensorRTBackend(path, built_for=BUILT)
+    assert "rebuild" in err.value.hint
+    assert mod.runtimes_created == 0 and not _calls(mod, "Runtime")
+
+
+def test_plan_for_another_model_is_refused(monkeypatch, tmp_path):
+    mod = trt_standin.install(monkeypatch, TRT10)
+    path = _plan_file(tmp_path, "backbone.fedcba9876543210.fp16.trt10.8.sm87.plan")
+    with pytest.raises(EngineError, match="built for model fedcba9876543210"):
+        trt_backend.TensorRTBackend(path, built_for=BUILT)
+    assert mod.runtimes_created == 0
+
+
+def test_plan_identity_from_file_name_without_manifest(monkeypatch, tmp_path):
+    trt_standin.install(monkeypatch, "10.3.0.26")
+    with pytest.raises(EngineError, match="TensorRT 10.8"):
+        trt_backend.TensorRTBackend(_plan_file(tmp_path, "head.0123456789abcdef.fp16.trt10.8.sm87.plan"))
+    with pytest.raises(EngineError, match="cannot tell"):
+        trt_backend.TensorRTBackend(_plan_file(tmp_path, "model.plan"))
+
+
+def test_matching_plan_reaches_deserialization(monkeypatch, tmp_path):
+    """The check lets a matching plan through (the stand-in then refuses to deserialize)."""
+    mod = trt_standin.install(monkeypatch, TRT10)
+    path = _plan_file(tmp_path, "backbone.0123456789abcdef.fp16.trt10.8.sm87.plan")
+    with pytest.raises(AssertionError, match="cannot deserialize"):
+        trt_backend.TensorRTBackend(path, built_for=BUILT)
+    assert mod.runtimes_created == 1
+
+
+def test_plan_name_round_trip():
+    name = trt_backend.plan_name("backbone", "0123456789abcdef", "int8", "10.3.0", "87")
+    assert name == "backbone.0123456789abcdef.int8.trt10.3.sm87.plan"
+    assert trt_backend.parse_plan_name(name) == {"component": "backbone", "model": "0123456789abcdef",
+                                                 "precision": "int8", "major": "10", "minor": "3", "sm": "87"}
+
+
+# ----------------------------------------------------------------------------- CLI glue
+def test_cli_options():
+    p = argparse.ArgumentParser()
+    trt_build.add_arguments(p)
+    args = p.parse_args(["--max-batch", "16", "--workspace-mb", "2048", "--dla-core", "0",
+                         "--timing-cache", "/tmp/x.cache"])
+    assert trt_build.options_from_args(args) == {"max_batch": 16, "workspace_mb": 2048, "dla_core": 0,
+                                                 "timing_cache": "/tmp/x.cache"}
+    assert trt_build.options_from_args(p.parse_args([])) == {}

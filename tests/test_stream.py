@@ -91,9 +91,30 @@ def assert_matches(predictions: list[Prediction], reference, index_map=None) -> 
         assert pred.ring_fill == len(ranges)
 
 
+def varied_frames(num_frames: int, seed: int = 3) -> list[np.ndarray]:
+    """Frames whose clips really differ (moving, recoloured square; oscillating brightness),
+    so that a wrong ring order or clip boundary changes the head's output measurably."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 120, (48, 64, 3), dtype=np.uint8)
+    frames = []
+    for i in range(num_frames):
+        frame = (background.astype(np.int16) + int(60 * np.sin(i / 3.0))).clip(0, 255).astype(np.uint8)
+        x, y = (i * 5) % 52, 10 + (i % 7) * 3
+        cv2.rectangle(frame, (x, y), (x + 12, y + 12), (int(rng.integers(0, 255)), 200, 250), -1)
+        frames.append(frame)
+    return frames
+
+
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
-    return write_video(tmp_path_factory.mktemp("video") / "long.mp4", num_frames=NUM_FRAMES, seed=3)
+    path = tmp_path_factory.mktemp("video") / "long.avi"
+    # MJPG in AVI: every frame is a key frame, decoding is exact and cheap.
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 48))
+    assert writer.isOpened()
+    for frame in varied_frames(NUM_FRAMES):
+        writer.write(frame)
+    writer.release()
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +123,66 @@ def long_frames(long_video):
 
 
 @pytest.fixture(scope="module")
-def long_reference(tiny_model, long_frames):
-    return reference_predictions(tiny_model, long_frames)
+def calibrated_model(tiny_spec_kwargs):
+    """The tiny architecture with BatchNorm statistics measured on real clips.
+
+    Freshly initialised, the tiny backbone's activations shrink layer by layer to ~1e-4, so
+    every clip has nearly the same descriptor and a 1e-4 parity tolerance could not tell a
+    wrong ring order from a right one.  Calibrated BN keeps activations O(1).
+    """
+    torch = pytest.importorskip("torch")
+    from gcf_trt.compile.model import GCFNet
+    torch.manual_seed(0)
+    model = GCFNet.from_spec_args(**tiny_spec_kwargs)
+    clips, _ = clips_from_frames(varied_frames(64, seed=11), model.spec)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model.backbone(torch.from_numpy(clips))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def calibrated_engines(calibrated_model, tmp_path_factory):
+    from gcf_trt.compile.build import build_engines
+    from gcf_trt.compile.model import save_checkpoint
+    root = tmp_path_factory.mktemp("calibrated")
+    checkpoint = save_checkpoint(calibrated_model, root / "model.pt")
+    build_engines(checkpoint, root / "engines", target="cpu", precision="fp32")
+    return root / "engines"
+
+
+@pytest.fixture(scope="module")
+def long_reference(calibrated_model, long_frames):
+    return reference_predictions(calibrated_model, long_frames)
+
+
+def test_parity_check_is_sensitive(calibrated_model, long_frames, long_reference):
+    """Guard against a parity test that cannot fail: swapping two ring slots, or shifting the
+    clip boundaries by one frame, must change the reference far beyond the tolerance."""
+    import torch
+    model = calibrated_model
+    logits, _, _ = long_reference[-1]
+    clips, _ = clips_from_frames(long_frames, model.spec)
+    shifted, _ = clips_from_frames(long_frames[1:], model.spec)
+    n = model.spec.ring_size
+    with torch.no_grad():
+        desc = model.backbone(torch.from_numpy(clips[-n:]))[None]
+        swapped, _ = model.head(desc[:, [1, 0, *range(2, n)]], torch.ones(1, n))
+        moved, _ = model.head(model.backbone(torch.from_numpy(shifted[-n:]))[None], torch.ones(1, n))
+    assert np.abs(swapped[0].numpy() - logits).max() > 100 * ATOL
+    assert np.abs(moved[0].numpy() - logits).max() > 100 * ATOL
 
 
 @pytest.mark.parametrize("runtime", cpu_runtimes())
-def test_streaming_equals_offline_pytorch(runtime, tiny_engines, long_video, long_frames, long_reference):
+def test_streaming_equals_offline_pytorch(runtime, calibrated_engines, long_video, long_frames, long_reference):
     """Every prediction, from the first (ring filling) through many ring wraps, equals PyTorch."""
     assert len(long_frames) == NUM_FRAMES
     assert len(long_reference) > 3 * TINY_SPEC["ring_size"]
-    with StreamingClassifier(tiny_engines, runtime=runtime, options=runtime_options(runtime)) as clf:
+    with StreamingClassifier(calibrated_engines, runtime=runtime, options=runtime_options(runtime)) as clf:
         predictions = list(clf.run(str(long_video)))
         state = clf.state
     assert_matches(predictions, long_reference)
@@ -120,8 +191,8 @@ def test_streaming_equals_offline_pytorch(runtime, tiny_engines, long_video, lon
     assert state.dropped_frames == 0  # files never drop by default
 
 
-def test_reset_gives_a_fresh_stream(tiny_engines, long_frames, long_reference):
-    with StreamingClassifier(tiny_engines) as clf:
+def test_reset_gives_a_fresh_stream(calibrated_engines, long_frames, long_reference):
+    with StreamingClassifier(calibrated_engines) as clf:
         clf.run_frames(long_frames[:30])  # leave a partial clip and a full ring behind
         assert clf.state.clips > 0 and clf.ring.fill > 0
         clf.reset()
@@ -131,7 +202,7 @@ def test_reset_gives_a_fresh_stream(tiny_engines, long_frames, long_reference):
     assert_matches(again, long_reference)
 
 
-def test_bad_frames_are_skipped_and_counted(tiny_engines, long_frames, long_reference):
+def test_bad_frames_are_skipped_and_counted(calibrated_engines, long_frames, long_reference):
     """A NaN frame, a float frame, a 2-channel frame mid-stream: skipped, counted, no effect."""
     h, w = long_frames[0].shape[:2]
     bad = {5: np.full((h, w, 3), np.nan, np.float32), 17: np.zeros((h, w, 3), np.float64),
@@ -142,7 +213,7 @@ def test_bad_frames_are_skipped_and_counted(tiny_engines, long_frames, long_refe
             stream.append(bad[len(stream)])
         index_map.append(len(stream))
         stream.append(frame)
-    with StreamingClassifier(tiny_engines) as clf:
+    with StreamingClassifier(calibrated_engines) as clf:
         predictions = clf.run_frames(stream)
         state = clf.state
     assert state.bad_frames == 3 and state.frames_seen == len(stream)
@@ -151,7 +222,7 @@ def test_bad_frames_are_skipped_and_counted(tiny_engines, long_frames, long_refe
     assert_matches(predictions, long_reference, index_map=index_map)
 
 
-def test_gray_bgra_and_size_changes_are_accepted(tiny_engines, long_frames):
+def test_gray_bgra_and_size_changes_are_accepted(calibrated_engines, long_frames):
     """Grayscale and BGRA frames are converted; a resolution change mid-stream is fine."""
     frames = []
     for i, f in enumerate(long_frames[:24]):
@@ -162,7 +233,7 @@ def test_gray_bgra_and_size_changes_are_accepted(tiny_engines, long_frames):
         if i >= 12:
             f = cv2.resize(f, (96, 80))
         frames.append(f)
-    with StreamingClassifier(tiny_engines) as clf:
+    with StreamingClassifier(calibrated_engines) as clf:
         predictions = clf.run_frames(frames)
         assert clf.state.bad_frames == 0
     assert len(predictions) == 24 // TINY_SPEC["stride"]
@@ -170,8 +241,8 @@ def test_gray_bgra_and_size_changes_are_accepted(tiny_engines, long_frames):
         StreamingClassifier.check_frame(clf, np.zeros((8, 8, 2), np.uint8))
 
 
-def test_prediction_fields_and_json(tiny_engines, long_frames):
-    with StreamingClassifier(tiny_engines, top_k=2) as clf:
+def test_prediction_fields_and_json(calibrated_engines, long_frames):
+    with StreamingClassifier(calibrated_engines, top_k=2) as clf:
         pred = clf.run_frames(long_frames[:8])[-1]
     assert pred.label in TINY_SPEC["labels"] and pred.label == pred.top_k[0][0]
     assert len(pred.top_k) == 2 and pred.top_k[0][1] >= pred.top_k[1][1]
@@ -185,8 +256,8 @@ def test_prediction_fields_and_json(tiny_engines, long_frames):
     assert any(g["selected"] for g in data["gates"])
 
 
-def test_gap_discards_the_partial_clip(tiny_engines, long_frames):
-    with StreamingClassifier(tiny_engines) as clf:
+def test_gap_discards_the_partial_clip(calibrated_engines, long_frames):
+    with StreamingClassifier(calibrated_engines) as clf:
         assert clf.run_frames(long_frames[:6]) != []   # clip 0 = frames 0-3, 4-5 pending
         clf.note_gap(frames_missed=10, seconds=0.5, reason="test")
         preds = clf.run_frames(long_frames[6:10])
@@ -214,12 +285,12 @@ def test_assembler_emits_exactly_the_offline_clips(clip_len, stride, frame_step)
     np.testing.assert_array_equal(np.stack(got_clips), clips)
 
 
-def test_engines_errors(tmp_path, tiny_engines):
+def test_engines_errors(tmp_path, calibrated_engines):
     with pytest.raises(EngineError, match="no manifest.json"):
         StreamingClassifier(tmp_path)
     with pytest.raises(EngineError, match="not 0123456789abcdef"):
-        StreamingClassifier(tiny_engines, expect_model_hash="0123456789abcdef")
-    engines = load_engines(tiny_engines)
+        StreamingClassifier(calibrated_engines, expect_model_hash="0123456789abcdef")
+    engines = load_engines(calibrated_engines)
     try:
         with pytest.raises(InputError, match="runtime/options"):
             StreamingClassifier(engines, runtime="onnxruntime")
@@ -230,13 +301,13 @@ def test_engines_errors(tmp_path, tiny_engines):
         engines.close()
 
 
-def test_runtime_path_never_imports_torch(tiny_engines, tmp_path):
+def test_runtime_path_never_imports_torch(calibrated_engines, tmp_path):
     """Stream a video in a fresh interpreter; torch must not be loaded afterwards."""
     video = write_video(tmp_path / "v.mp4", num_frames=12)
     code = textwrap.dedent(f"""
         import sys
         from gcf_trt.runtime import StreamingClassifier, open_source
-        with StreamingClassifier({str(tiny_engines)!r}) as clf:
+        with StreamingClassifier({str(calibrated_engines)!r}) as clf:
             preds = list(clf.run({str(video)!r}))
         assert len(preds) == 3, len(preds)
         import gcf_trt.commands.run, gcf_trt.runtime.draw

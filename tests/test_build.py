@@ -1,0 +1,233 @@
+"""``gcf-trt build`` on the CPU target: INT8 build, selection trial, agreement gate, manifest, CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+import onnx  # noqa: E402
+
+from conftest import write_video  # noqa: E402
+from gcf_trt.cli import main  # noqa: E402
+from gcf_trt.compile import precision as P  # noqa: E402
+from gcf_trt.manifest import read_manifest, sha256_file, verify_files  # noqa: E402
+from gcf_trt.runtime.backends import available_runtimes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("calib")
+    for i in range(3):
+        write_video(d / f"v{i}.mp4", num_frames=24, seed=i)
+    return d
+
+
+class _Built:
+    def __init__(self, out: Path, stdout: str):
+        self.out, self.stdout = out, stdout
+        self.manifest = json.loads((out / "manifest.json").read_text())
+        self.summary = [line for line in stdout.splitlines() if not line.startswith("...")]
+
+
+@pytest.fixture(scope="module")
+def int8_build(tiny_checkpoint, calib_dir, tmp_path_factory):
+    """``gcf-trt build --target auto --precision int8`` through the CLI: on this box (no TensorRT)
+    it falls back to CPU and, with OpenVINO installed, times ORT int8 against OpenVINO int8."""
+    import contextlib
+    import io
+    out = tmp_path_factory.mktemp("built") / "int8"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--target", "auto",
+                   "--precision", "int8", "--calib", str(calib_dir), "--min-agreement", "0.5",
+                   "--trial-iterations", "2", "--threads", "1"])
+    assert rc == 0, buf.getvalue()
+    return _Built(out, buf.getvalue())
+
+
+def test_int8_build_files_and_qdq(int8_build):
+    out, m = int8_build.out, int8_build.manifest
+    bb = m["components"]["backbone"]
+    assert bb["file"] == "backbone_int8.onnx" and bb["precision"] == "int8"
+    assert m["components"]["head"]["precision"] == "fp32"
+    assert sorted(p.name for p in out.iterdir()) == ["backbone.onnx", "backbone_int8.onnx", "head.onnx",
+                                                     "manifest.json"]
+    model = onnx.load(str(out / "backbone_int8.onnx"))
+    ops = P.qdq_op_counts(model)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    stem = P.stem_conv_names(model)
+    assert stem and stem[0] not in P.quantized_nodes(model)
+    assert {p.key: p.value for p in model.metadata_props}["gcf_trt.precision"] == "int8"
+
+
+def test_manifest_contents_and_hashes(int8_build, tiny_model):
+    from gcf_trt.compile.model import model_hash
+    out = int8_build.out
+    m = read_manifest(out)
+    assert m == {**int8_build.manifest, "spec_obj": m["spec_obj"]}
+    assert m["target"] == "cpu" and m["parity"]["descriptor"] <= 1e-4
+    assert m["model_hash"] == model_hash(tiny_model)
+    assert m["spec"] == tiny_model.spec.to_dict()
+    on_disk = {p.name for p in out.iterdir() if p.name != "manifest.json"}
+    assert set(m["files"]) == on_disk
+    for name, digest in m["files"].items():
+        assert sha256_file(out / name) == digest
+    verify_files(out, m)
+    for key in ("onnx", "onnxruntime", "torch", "gcf_trt", "numpy"):
+        assert key in m["versions"]
+    assert m["components"]["backbone"]["inputs"]["clip"] == [-1, *tiny_model.spec.clip_shape]
+    cal = m["calibration"]
+    assert cal["num_clips"] == 18 and cal["holdout_clips"] + cal["calibration_clips"] == 18
+    assert [v["file"] for v in cal["videos"]] == ["v0.mp4", "v1.mp4", "v2.mp4"]
+    q = cal["quantization"]
+    assert q["format"] == "QDQ" and q["method"] == "minmax" and q["excluded_nodes"]
+    assert "slower" in q["exclusion_reason"]
+    agr = m["agreement"]
+    assert 0.5 <= agr["top1_agreement"] <= 1.0 and agr["num_clips"] == cal["holdout_clips"]
+    assert agr["cosine_mean"] > 0.9
+
+
+def test_selection_recorded(int8_build):
+    sel = int8_build.manifest["selection"]
+    chosen = sel["chosen"]
+    comp = int8_build.manifest["components"]["backbone"]
+    assert (chosen["runtime"], chosen["precision"]) == (comp["runtime"], "int8")
+    names = [(c["runtime"], c["precision"]) for c in sel["candidates"]]
+    if available_runtimes()["openvino"] is None:
+        assert names == [("onnxruntime", "int8"), ("openvino", "int8")]
+        assert sel["mode"] == "measured" and sel["trial"]["iterations"] == 2
+        passing = [c for c in sel["candidates"] if c["passed"]]
+        assert all(c["median_ms"] > 0 for c in sel["candidates"] if "median_ms" in c)
+        fastest = min(passing, key=lambda c: c["median_ms"])
+        assert (fastest["runtime"], fastest["precision"]) == (chosen["runtime"], chosen["precision"])
+        assert "trial" in " ".join(int8_build.summary)
+    for c in sel["candidates"]:
+        assert c["agreement"]["num_predictions"] >= 1
+    if available_runtimes()["tensorrt"] is not None:
+        assert sel["target"]["requested"] == "auto" and sel["target"]["chosen"] == "cpu"
+        assert "TensorRT" in sel["target"]["reason"]
+        assert any("auto -> cpu" in line for line in int8_build.summary)
+
+
+def test_int8_engines_load_and_run(int8_build, tiny_model):
+    from gcf_trt.runtime.engines import load_engines
+    clip = np.random.default_rng(0).standard_normal((1, *tiny_model.spec.clip_shape)).astype(np.float32)
+    with load_engines(int8_build.out) as eng:
+        assert eng.backbone.precision == "int8"
+        assert eng.backbone.infer({"clip": clip})["descriptor"].shape == (1, tiny_model.spec.dim)
+
+
+def test_explicit_fp32_runtime_runs_no_trial(tiny_engines):
+    m = read_manifest(tiny_engines)
+    sel = m["selection"]
+    assert sel["mode"] == "forced" and sel["trial"] is None
+    assert [(c["runtime"], c["precision"]) for c in sel["candidates"]] == [("onnxruntime", "fp32")]
+    assert "median_ms" not in sel["candidates"][0]
+    assert m["components"]["backbone"]["runtime"] == "onnxruntime"
+    assert m["calibration"] is None and m["agreement"] is None
+    assert sorted(m["files"]) == ["backbone.onnx", "head.onnx"]
+
+
+def test_failed_agreement_gate_exits_1_and_keeps_output(tiny_checkpoint, calib_dir, tmp_path, capsys):
+    out = tmp_path / "engines"
+    out.mkdir()
+    (out / "previous.txt").write_text("the previous build")
+    rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--precision", "int8",
+               "--runtime", "onnxruntime", "--calib", str(calib_dir), "--min-agreement", "1.01"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "error[agreement]" in err and "Traceback" not in err and "hint:" in err
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]
+    assert (out / "previous.txt").read_text() == "the previous build"
+    assert [p.name for p in tmp_path.iterdir()] == ["engines"]  # no temp dir left behind
+
+
+def _bad_checkpoints(tmp_path, tiny_model):
+    import torch
+    from gcf_trt.compile.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    unknown = tmp_path / "unknown_backbone.pt"
+    spec = {**tiny_model.spec.to_dict(), "backbone": "nosuchnet"}
+    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "spec": spec,
+                "state_dict": {}, "extra": {}}, unknown)
+    return corrupt, unknown
+
+
+@pytest.mark.parametrize("case", ["missing_ckpt", "corrupt_ckpt", "unknown_backbone", "no_calib_dir",
+                                  "no_readable_video", "too_short", "int8_without_calib",
+                                  "unwritable_out", "fp16_on_cpu", "trt_without_tensorrt"])
+def test_cli_bad_inputs(case, tiny_checkpoint, tiny_model, tmp_path, capsys):
+    corrupt, unknown = _bad_checkpoints(tmp_path, tiny_model)
+    ckpt, out = str(tiny_checkpoint), tmp_path / "out"
+    extra: list[str] = []
+    kind = {"missing_ckpt": "checkpoint", "corrupt_ckpt": "checkpoint", "unknown_backbone": "backbone",
+            "no_calib_dir": "calibration", "no_readable_video": "calibration", "too_short": "calibration",
+            "int8_without_calib": "calibration", "unwritable_out": "output", "fp16_on_cpu": "input",
+            "trt_without_tensorrt": "backend"}[case]
+    if case == "missing_ckpt":
+        ckpt = str(tmp_path / "nope.pt")
+    elif case == "corrupt_ckpt":
+        ckpt = str(corrupt)
+    elif case == "unknown_backbone":
+        ckpt = str(unknown)
+    elif case == "no_calib_dir":
+        extra = ["--calib", str(tmp_path / "nocalib")]
+    elif case == "no_readable_video":
+        d = tmp_path / "calib"
+        d.mkdir()
+        (d / "x.mp4").write_bytes(b"not a video")
+        extra = ["--calib", str(d)]
+    elif case == "too_short":
+        d = tmp_path / "calib"
+        d.mkdir()
+        write_video(d / "short.mp4", num_frames=2)
+        extra = ["--calib", str(d), "--precision", "int8"]
+    elif case == "int8_without_calib":
+        extra = ["--precision", "int8"]
+    elif case == "unwritable_out":
+        blocker = tmp_path / "afile"
+        blocker.write_text("x")
+        out = blocker / "engines"
+    elif case == "fp16_on_cpu":
+        extra = ["--precision", "fp16"]
+    elif case == "trt_without_tensorrt":
+        if available_runtimes()["tensorrt"] is None:
+            pytest.skip("TensorRT is usable here")
+        extra = ["--target", "trt"]
+    rc = main(["build", "--checkpoint", ckpt, "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    lines = [line for line in err.splitlines() if line.startswith(("error[", "hint:"))]
+    assert lines[0].startswith(f"error[{kind}]"), err
+    assert lines[1].startswith("hint: ") and len(lines) == 2
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_verbose_shows_traceback(tmp_path, capsys):
+    rc = main(["--verbose", "build", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")])
+    assert rc == 1 and "Traceback" in capsys.readouterr().err
+
+
+def test_cli_subprocess_one_line_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gcf_trt.cli", "build", "--checkpoint", str(tmp_path / "no.pt"),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "error[checkpoint]" in proc.stderr and "no.pt" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_summary(int8_build):
+    text = int8_build.stdout
+    assert f"wrote {int8_build.out}" in text and "backbone_int8.onnx (int8, " in text
+    assert "agreement with FP32 on" in text and "calibration: 18 clips from 3 video(s)" in text
+    assert "... calibrating INT8" in text  # progress lines
+    assert int8_build.manifest["components"]["backbone"]["options"]["threads"] == 1

@@ -264,6 +264,7 @@ class VideoCaptureSource(Source):
         self._timeouts = (open_timeout_ms, read_timeout_ms)
         self._sleep = sleep
         self._cap: cv2.VideoCapture | None = None
+        self._fps: float | None = None
         self._closed = False
         self._open_or_raise()
         self._limiter = _RateLimiter(step, fps, self.fps)
@@ -287,13 +288,17 @@ class VideoCaptureSource(Source):
                      "gstreamer": "test the pipeline with gst-launch-1.0"}
             raise SourceError(f"cannot open {self.spec.kind} source {self.uri!r}", hint=hints[self.spec.kind])
         log.debug("opened %s with %s", self.uri, self._cap.getBackendName())
+        self._remember_fps()
+
+    def _remember_fps(self) -> None:
+        value = self._cap.get(cv2.CAP_PROP_FPS) if self._cap is not None else 0.0
+        if value and 0 < value < 1000:  # 0 or absurd values mean "unknown" for many cameras/streams
+            self._fps = float(value)
 
     @property
     def fps(self) -> float | None:
-        if self._cap is None:
-            return None
-        value = self._cap.get(cv2.CAP_PROP_FPS)
-        return float(value) if value and 0 < value < 1000 else None
+        """The frame rate OpenCV reports (kept after close); None if unknown."""
+        return self._fps
 
     def __iter__(self) -> Iterator[SourceFrame | SourceGap]:
         index = 0
@@ -340,6 +345,7 @@ class VideoCaptureSource(Source):
             cap = self._open()
             if cap is not None:
                 self._cap = cap
+                self._remember_fps()
                 seconds = time.monotonic() - lost_at
                 rate = self.fps or 0.0
                 self.stats.gaps += 1

@@ -268,16 +268,19 @@ class TritonExport:
     summary: list[str] = field(default_factory=list)
 
 
-def _onnx_source(engines_dir: Path, manifest: dict[str, Any], name: str, override: str | os.PathLike | None) -> Path | None:
-    """The ONNX graph a component was built from (its file, or the one kept beside a plan)."""
+def _onnx_source(engines_dir: Path, manifest: dict[str, Any], name: str, override: str | os.PathLike | None,
+                 prefer_fp32: bool = False) -> Path | None:
+    """The ONNX graph of a component: its file, or the one a TensorRT plan was built from
+    (``source_onnx``), or with ``prefer_fp32`` the exported FP32 ``{name}.onnx`` first."""
     if override:
         path = Path(override)
         if not path.is_file():
             raise InputError(f"{path} does not exist")
         return path
     comp = manifest["components"][name]
-    candidates = [comp["file"]] if comp["file"].endswith(".onnx") else []
-    candidates += [comp[k] for k in ("onnx", "source", "source_onnx") if isinstance(comp.get(k), str)]
+    candidates = [f"{name}.onnx"] if prefer_fp32 else []
+    candidates += [comp["file"]] if comp["file"].endswith(".onnx") else []
+    candidates += [comp[k] for k in ("source_onnx", "onnx", "source") if isinstance(comp.get(k), str)]
     candidates.append(f"{name}.onnx")
     for cand in candidates:
         if cand.endswith(".onnx") and (engines_dir / cand).is_file():
@@ -285,20 +288,26 @@ def _onnx_source(engines_dir: Path, manifest: dict[str, Any], name: str, overrid
     return None
 
 
-def _engine_max_batch(comp: dict[str, Any]) -> int | None:
-    """The largest batch a TensorRT engine's optimization profile accepts, if the manifest says."""
+def engine_max_batch(manifest: dict[str, Any], name: str) -> int | None:
+    """The largest batch a TensorRT component's optimization profile accepts, if recorded.
+
+    ``gcf-trt build --target trt`` records ``tensorrt.builds[name].profile[tensor].max`` (and
+    ``tensorrt.options.max_batch``); ``components[name].options`` may also carry ``max_batch``.
+    """
+    comp = manifest["components"][name]
     opts = comp.get("options") or {}
     for key in ("max_batch", "max_batch_size"):
         if isinstance(opts.get(key), int):
             return opts[key]
-    prof = opts.get("profile") or opts.get("profiles")
-    profs = prof if isinstance(prof, list) else [prof] if isinstance(prof, dict) else []
-    best = None
-    for p in profs:
-        for shapes in (p.get("max"), *(v.get("max") for v in p.values() if isinstance(v, dict))):
-            if isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], int):
-                best = max(best or 0, shapes[0])
-    return best
+    section = manifest.get("tensorrt") or {}
+    build = (section.get("builds") or {}).get(name) or {}
+    profile = build.get("profile") or opts.get("profile") or {}
+    maxima = [v["max"][0] for v in profile.values()
+              if isinstance(v, dict) and isinstance(v.get("max"), (list, tuple)) and v["max"]]
+    if maxima:
+        return int(min(maxima))
+    top = (section.get("options") or {}).get("max_batch")
+    return int(top) if isinstance(top, int) else None
 
 
 def _tensor(name: str, dtype: str, dims: list[int], **extra: Any) -> dict[str, Any]:
@@ -359,7 +368,7 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
     summary: list[str] = []
 
     for cname in ("backbone", "head"):
-        limit = _engine_max_batch(comps[cname]) if comps[cname]["runtime"] == "tensorrt" else None
+        limit = engine_max_batch(manifest, cname) if comps[cname]["runtime"] == "tensorrt" else None
         if limit is not None and limit < max_batch:
             summary.append(f"max_batch {max_batch} -> {limit}: the {cname} TensorRT profile stops there")
             max_batch = limit
@@ -420,7 +429,9 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
                            f"({comp['runtime']}, {comp.get('precision', '?')})")
 
         if stateful:
-            src = _onnx_source(engines_dir, manifest, "head", head_onnx)
+            # The ring head runs on ONNX Runtime on the CPU: the exported FP32 head is its source
+            # (a TensorRT build keeps it beside the plans), else the head's own ONNX.
+            src = _onnx_source(engines_dir, manifest, "head", head_onnx, prefer_fp32=True)
             if src is None:
                 raise EngineError(f"{engines_dir} holds no ONNX graph of the head, needed for the ring head",
                                   hint="pass --head-onnx HEAD.onnx (the head.onnx the plan was built from), "

@@ -175,3 +175,15 @@ def test_stream_management_errors(engines, frames):
 def test_multistream_never_imports_torch():
     code = "import sys, gcf_trt.runtime.multistream; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_backbone_profile_limits_max_batch(engines):
+    """A TensorRT build's recorded optimization profile caps the batch (manifest layout of trt_build)."""
+    from gcf_trt.runtime.multistream import _profile_max_batch
+    manifest = {"components": {"backbone": {"options": {"built_for": {}}}},
+                "tensorrt": {"builds": {"backbone": {"profile": {"clip": {"min": [1, 3, 4, 32, 32],
+                                                                          "opt": [2, 3, 4, 32, 32],
+                                                                          "max": [4, 3, 4, 32, 32]}}}}}}
+    assert _profile_max_batch(manifest) == 4
+    assert _profile_max_batch({"components": {"backbone": {}}}) is None
+    assert _profile_max_batch(engines.manifest) is None  # ONNX Runtime engines: any batch

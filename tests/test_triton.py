@@ -152,15 +152,19 @@ def _fake_trt_engines(tiny_engines: Path, dst: Path, with_head_onnx: bool) -> Pa
     """
     shutil.copytree(tiny_engines, dst)
     manifest = json.loads((dst / "manifest.json").read_text())
+    builds = {}
     for cname in ("backbone", "head"):
         (dst / f"{cname}.plan").write_bytes(b"opaque engine bytes for " + cname.encode())
         comp = manifest["components"][cname]
+        # the layout gcf_trt.compile.trt_build writes: source_onnx + tensorrt.builds[c].profile
         comp.update(file=f"{cname}.plan", runtime="tensorrt", precision="fp16",
-                    options={"profile": {"clip" if cname == "backbone" else "descriptors":
-                                         {"min": [1], "opt": [2], "max": [4]}}})
+                    options={"built_for": {"tensorrt": "10.8", "sm": "87"}}, source_onnx=f"{cname}.onnx")
+        builds[cname] = {"profile": {t: {"min": [1, *s[1:]], "opt": [1, *s[1:]], "max": [4, *s[1:]]}
+                                     for t, s in comp["inputs"].items()}}
     if not with_head_onnx:
         (dst / "head.onnx").unlink()
         (dst / "backbone.onnx").unlink()
+    manifest["tensorrt"] = {"version": "10.8.0", "options": {"max_batch": 4}, "builds": builds}
     manifest["target"] = "trt"
     manifest["files"] = {p.name: sha256_file(p) for p in dst.iterdir() if p.name != "manifest.json"}
     write_json_atomic(dst / "manifest.json", manifest)

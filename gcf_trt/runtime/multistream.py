@@ -127,17 +127,17 @@ class _StreamSlot(StreamingClassifier):
         return None
 
 
-def _profile_max_batch(comp: dict[str, Any]) -> int | None:
+def _profile_max_batch(manifest: dict[str, Any]) -> int | None:
+    """The backbone engine's largest batch when its build recorded an optimization profile."""
+    comp = manifest["components"]["backbone"]
     opts = comp.get("options") or {}
     for key in ("max_batch", "max_batch_size"):
         if isinstance(opts.get(key), int):
             return opts[key]
-    prof = opts.get("profile")
-    if isinstance(prof, dict):
-        for value in prof.values():
-            if isinstance(value, dict) and isinstance(value.get("max"), (list, tuple)) and value["max"]:
-                return int(value["max"][0])
-    return None
+    build = ((manifest.get("tensorrt") or {}).get("builds") or {}).get("backbone") or {}
+    maxima = [v["max"][0] for v in (build.get("profile") or {}).values()
+              if isinstance(v, dict) and isinstance(v.get("max"), (list, tuple)) and v["max"]]
+    return int(min(maxima)) if maxima else None
 
 
 class MultiStreamClassifier:
@@ -175,7 +175,7 @@ class MultiStreamClassifier:
         self.spec = self.engines.spec
         max_batch = int(max_batch)
         fixed = (self.engines.backbone.input_shapes.get(BACKBONE_INPUT) or (-1,))[0]
-        limit = _profile_max_batch(self.engines.manifest["components"]["backbone"])
+        limit = _profile_max_batch(self.engines.manifest)
         if batch_sizes:
             sizes = sorted({int(b) for b in batch_sizes})
             if sizes[0] < 1:

@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loop", action="store_true", help="restart a video file at its end")
     p.add_argument("--fps", type=float, default=None, help="subsample the source to about this frame rate")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N source frames")
+    p.add_argument("--reconnect-attempts", type=int, default=8, metavar="N",
+                   help="live sources: reconnect attempts per outage before giving up, 0 = forever (default 8)")
+    p.add_argument("--reconnect-max-delay", type=float, default=10.0, metavar="S",
+                   help="live sources: cap of the exponential backoff between attempts (default 10 s)")
     p.set_defaults(func=_run)
 
 
@@ -147,11 +151,13 @@ def _run(args: argparse.Namespace) -> int:
         # its credentials; silence them unless --verbose.  Read when OpenCV's FFMPEG backend
         # initialises, so this must happen before the first capture is opened.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    from ..runtime.sources import SourceGap, open_source, redact
+    from ..runtime.sources import Backoff, SourceGap, open_source, redact
     from ..runtime.stream import StreamingClassifier
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.reconnect_attempts < 0 or args.reconnect_max_delay <= 0:
+        raise InputError("--reconnect-attempts must be >= 0 and --reconnect-max-delay > 0")
     if args.show:
         _check_display()
     options = {"threads": args.threads} if args.threads else None
@@ -164,7 +170,8 @@ def _run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     ok = False
     try:
-        source = open_source(args.source, loop=args.loop, fps=args.fps)
+        backoff = Backoff(maximum=args.reconnect_max_delay, max_attempts=args.reconnect_attempts or None)
+        source = open_source(args.source, loop=args.loop, fps=args.fps, reconnect=backoff)
         lines, owns_lines = _open_lines(args.jsonl)
         if args.output:
             video = _AtomicVideoWriter(args.output, args.fps or source.fps or DEFAULT_OUTPUT_FPS)

@@ -1,0 +1,128 @@
+"""``gcf-trt run``: JSON lines, annotated video, summary, errors, SIGTERM, credentials, no torch."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import pytest
+
+from gcf_trt.cli import main
+from tests.conftest import write_video
+from tests.test_sources import MjpegServer
+
+NUM_FRAMES = 24  # 6 clips with the tiny spec (clip_len = stride = 4)
+
+
+def count_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def run_cli(*argv: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gcf_trt.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": os.getcwd()}, **kwargs)
+
+
+def test_run_writes_json_lines_and_summary(tiny_engines, video_file, capsys):
+    assert main(["run", str(video_file), "--engines", str(tiny_engines), "--top-k", "2"]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [p["clip_index"] for p in lines] == list(range(NUM_FRAMES // 4))
+    assert lines[-1]["frame_range"] == [8, 23] and len(lines[-1]["gates"]) == 4
+    assert all(len(p["top_k"]) == 2 and p["label"] == p["top_k"][0][0] for p in lines)
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith(f"gcf-trt run: {NUM_FRAMES} frames, 6 clips,")
+    assert "0 bad frames, 0 dropped frames, 0 gaps" in summary
+
+
+def test_run_jsonl_output_video_and_max_frames(tiny_engines, video_file, tmp_path, capsys):
+    jsonl, video = tmp_path / "preds.jsonl", tmp_path / "annotated.mp4"
+    assert main(["run", f"file://{video_file}", "--engines", str(tiny_engines), "--jsonl", str(jsonl),
+                 "--output", str(video), "--max-frames", "10"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert [json.loads(line)["clip_index"] for line in jsonl.read_text().splitlines()] == [0, 1]
+    assert count_frames(video) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "clip.mp4", "preds.jsonl"]  # no temp
+    assert "10 frames, 2 clips" in err
+
+
+def test_run_errors_exit_1(tiny_engines, video_file, tmp_path, capsys):
+    assert main(["run", "ftp://user:s3cret@host/v.mp4", "--engines", str(tiny_engines)]) == 1
+    assert main(["run", str(video_file), "--engines", str(tmp_path)]) == 1
+    assert main(["run", str(tmp_path / "missing.mp4"), "--engines", str(tiny_engines)]) == 1
+    assert main(["run", str(video_file), "--engines", str(tiny_engines), "--output", str(tmp_path / "x.gif")]) == 1
+    err = capsys.readouterr().err
+    assert "error[source]: unknown source scheme 'ftp://'" in err and "s3cret" not in err
+    assert "error[engine]:" in err and "no manifest.json" in err
+    assert "error[source]:" in err and "does not exist" in err
+    assert "unsupported extension '.gif'" in err
+    assert err.count("hint:") == 4
+
+
+def test_show_without_display_is_a_clear_error(tiny_engines, video_file, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["run", str(video_file), "--engines", str(tiny_engines), "--show"]) == 1
+    err = capsys.readouterr().err
+    assert "--show needs" in err and "--output" in err
+
+
+def test_sigterm_flushes_lines_and_finishes_video(tiny_engines, tmp_path):
+    """A looping file runs until SIGTERM; every line written is whole, the video is finalised."""
+    video_in = write_video(tmp_path / "in.mp4", num_frames=16)
+    jsonl, video_out = tmp_path / "p.jsonl", tmp_path / "out.avi"
+    proc = subprocess.Popen([sys.executable, "-m", "gcf_trt.cli", "run", str(video_in), "--engines",
+                             str(tiny_engines), "--loop", "--jsonl", str(jsonl), "--output", str(video_out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not jsonl.exists() or jsonl.read_text().count("\n") < 8):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) >= 8 and all(json.loads(line)["label"] for line in lines)
+    assert [json.loads(line)["clip_index"] for line in lines] == list(range(len(lines)))
+    assert "stopped by SIGTERM" in err.strip().splitlines()[-1]
+    assert count_frames(video_out) >= 4 * len(lines)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp renamed away
+
+
+def test_stream_gap_credentials_and_no_torch(tiny_engines):
+    """An HTTP MJPEG camera that drops once: the gap is reported, the password never printed,
+    and the whole `gcf-trt run` process never imports torch."""
+    code = ("import sys, runpy\n"
+            "sys.argv = ['gcf-trt'] + sys.argv[1:]\n"
+            "from gcf_trt.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+            "sys.exit(rc)\n")
+    with MjpegServer(frames_per_session=12, sessions=2) as server:
+        proc = subprocess.run([sys.executable, "-c", code, "run", server.url("viewer:s3cret@"),
+                               "--engines", str(tiny_engines), "--reconnect-attempts", "2",
+                               "--reconnect-max-delay", "0.2"], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    out, err = proc.stdout, proc.stderr
+    assert "s3cret" not in out + err
+    assert err.strip().splitlines()[-1] == "NO-TORCH"
+    # The camera comes back once (a gap), then stays down: bounded retries, then a clear error.
+    assert proc.returncode == 1, err
+    assert "gap: http://***@127.0.0.1" in err and "error[source]: live source" in err
+    summary = next(line for line in err.splitlines() if line.startswith("gcf-trt run:"))
+    assert "24 frames" in summary and "1 gaps" in summary
+    assert len(out.splitlines()) >= 4  # clips before and after the gap

@@ -187,3 +187,23 @@ def test_backbone_profile_limits_max_batch(engines):
     assert _profile_max_batch(manifest) == 4
     assert _profile_max_batch({"components": {"backbone": {}}}) is None
     assert _profile_max_batch(engines.manifest) is None  # ONNX Runtime engines: any batch
+
+
+def test_gap_runs_queued_clips_then_drops_the_partial_clip(engines, frames):
+    fr = frames["cam-c"]
+    with StreamingClassifier(engines, reset_ring_on_gap=True) as clf:
+        ref = clf.run_frames(fr[:6])
+        clf.note_gap(5, 0.2, "test")
+        ref += clf.run_frames(fr[6:])
+    with MultiStreamClassifier(engines, max_batch=8, flush_timeout_ms=1e6, reset_ring_on_gap=True) as multi:
+        sid = multi.add_stream()
+        got = [p for f in fr[:6] for p in multi.push(sid, f)]
+        assert got == [] and multi.pending == 1
+        got += multi.note_gap(sid, 5, 0.2, "test")  # the clip before the gap is run first
+        assert len(got) == 1 and multi.pending == 0
+        got += [p for f in fr[6:] for p in multi.push(sid, f)] + multi.flush()
+        assert multi.state(sid).gaps[0].frames_missed == 5
+    assert len(got) == len(ref) == 7  # 1 clip before the gap, 6 after it (the partial one dropped)
+    for p, r in zip(got, ref):
+        assert (p.clip_index, p.frame_range, p.ring_fill) == (r.clip_index, r.frame_range, r.ring_fill)
+        np.testing.assert_allclose(p.logits, r.logits, atol=ATOL)

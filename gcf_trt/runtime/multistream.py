@@ -456,7 +456,7 @@ class MultiStreamClassifier:
                 if isinstance(item, BaseException):
                     raise item
                 slot = self._slots[stream_id]
-                slot._state.dropped_frames = opened[stream_id].stats.frames_dropped
+                slot.note_dropped(opened[stream_id].stats.frames_dropped)
                 if isinstance(item, SourceGap):
                     yield from self.note_gap(stream_id, item.frames_missed, item.seconds, item.reason)
                     continue

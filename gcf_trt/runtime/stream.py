@@ -188,6 +188,35 @@ class ClipAssembler:
         return True, (self._frames[0][1], self._frames[-1][1])
 
 
+# ----------------------------------------------------------------------------- cost
+def measure_stage_costs(engines: Engines, iterations: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds of one backbone call (one clip) and one head call (a full ring).
+
+    This is the measurement behind the "no projection cache" decision in docs/STREAMING.md:
+    the streaming step costs one backbone call plus one head call, so the head's share is
+    ``head / (backbone + head)``.
+    """
+    spec = engines.spec
+    rng = np.random.default_rng(0)
+    clip = rng.standard_normal((1, *spec.clip_shape)).astype(np.float32)
+    ring = rng.standard_normal((1, spec.ring_size, spec.dim)).astype(np.float32)
+    mask = np.ones((1, spec.ring_size), np.float32)
+
+    def median_ms(call: Callable[[], object]) -> float:
+        for _ in range(warmup):
+            call()
+        times = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return float(np.median(times))
+
+    backbone = median_ms(lambda: engines.backbone.infer({BACKBONE_INPUT: clip}))
+    head = median_ms(lambda: engines.head.infer({HEAD_INPUTS[0]: ring, HEAD_INPUTS[1]: mask}))
+    return {"backbone_ms": backbone, "head_ms": head, "head_share": head / (backbone + head)}
+
+
 # ----------------------------------------------------------------------------- classifier
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - float(np.max(logits))

@@ -70,6 +70,11 @@ def make_tensorrt(version: str = "10.8.0.43", num_dla_cores: int = 0) -> types.M
     mod.DeviceType = enum.IntEnum("DeviceType", {"GPU": 0, "DLA": 1})
     mod.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
 
+    class Dims(list):
+        """``trt.Dims``: built from a list, indexable."""
+
+    mod.Dims = Dims
+
     class Logger:
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
@@ -160,6 +165,7 @@ def make_tensorrt(version: str = "10.8.0.43", num_dla_cores: int = 0) -> types.M
             self.shapes: dict[str, tuple] = {}
 
         def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
+            assert all(isinstance(d, Dims) for d in (min, opt, max)), "set_shape takes trt.Dims"
             record("IOptimizationProfile", "set_shape", input, tuple(min), tuple(opt), tuple(max))
             self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
 

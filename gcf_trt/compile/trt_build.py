@@ -100,6 +100,11 @@ class GraphPlan:
     explicit_batch: bool
 
 
+def dims_tuple(dims: Any) -> tuple[int, ...]:
+    """A ``trt.Dims`` as a tuple (Dims supports len() and indexing)."""
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
 def trt_major(trt_module: Any) -> int:
     return trt_backend.version_tuple(trt_module.__version__)[0]
 
@@ -130,6 +135,7 @@ def make_progress_monitor(say: Progress | None) -> Any | None:
     import tensorrt as trt
     if say is None or trt_major(trt) < 10 or not hasattr(trt, "IProgressMonitor"):
         return None
+    emit: Progress = say
 
     class _Monitor(trt.IProgressMonitor):
         # TensorRT calls these from its own threads (API docs: "must be thread-safe").
@@ -140,7 +146,7 @@ def make_progress_monitor(say: Progress | None) -> Any | None:
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             if parent_phase is None:
                 with self._lock:
-                    say(f"TensorRT: {phase_name} ({num_steps} step{'s' if num_steps != 1 else ''})")
+                    emit(f"TensorRT: {phase_name} ({num_steps} step{'s' if num_steps != 1 else ''})")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             return True  # False would cancel the build
@@ -174,12 +180,12 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, config: trt
     shapes = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        dims = tuple(tensor.shape)
+        dims = dims_tuple(tensor.shape)
         rest = dims[1:]
         if any(d < 0 for d in rest):
             raise EngineError(f"input {tensor.name} has dynamic non-batch dimensions {dims}")
-        lo, mid, hi = ((b, *rest) for b in (opts.min_batch, opts.opt_batch, opts.max_batch))
-        profile.set_shape(tensor.name, lo, mid, hi)
+        lo, mid, hi = ([b, *rest] for b in (opts.min_batch, opts.opt_batch, opts.max_batch))
+        profile.set_shape(tensor.name, trt.Dims(lo), trt.Dims(mid), trt.Dims(hi))
         shapes[tensor.name] = {"min": list(lo), "opt": list(mid), "max": list(hi)}
     config.add_optimization_profile(profile)
     record["profile"] = shapes
@@ -320,7 +326,8 @@ def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         quant_info = None
         if any(p.onnx == "qdq" for p in plans.values()):
             from .precision import quantize_int8
-            say(f"calibrating and quantizing the backbone to INT8 Q/DQ on {len(clips)} clips")  # type: ignore[arg-type]
+            assert clips is not None  # int8 without calib was refused above
+            say(f"calibrating and quantizing the backbone to INT8 Q/DQ on {len(clips)} clips")
             quant_info = quantize_int8(tmp / "backbone.onnx", tmp / "backbone.int8.onnx", clips)
             calib_report.update(quant_info or {})
             sources["qdq"] = {"backbone": tmp / "backbone.int8.onnx"}

@@ -26,12 +26,15 @@ from __future__ import annotations
 import ctypes
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from ...errors import BackendUnavailable, EngineError, InputError
 from .base import Backend
+
+if TYPE_CHECKING:  # tensorrt-stubs, for mypy (scripts/check_trt_types.sh); never imported here
+    import tensorrt as trt
 
 INSTALL_HINT = ("TensorRT needs an NVIDIA GPU: pip install 'gcf-trt[trt]' (tensorrt + cuda-python); "
                 "on Jetson, TensorRT comes with JetPack (apt install nvidia-jetpack) and you add "
@@ -65,7 +68,7 @@ def import_cudart() -> Any:
         from cuda.bindings import runtime as cudart
     except ImportError:
         try:
-            from cuda import cudart  # type: ignore[no-redef]  # cuda-python < 12.6 layout
+            from cuda import cudart  # cuda-python < 12.6 layout
         except ImportError as exc:
             raise BackendUnavailable(f"cuda-python is not installed ({exc})",
                                      hint="pip install cuda-python (no pycuda needed)") from exc
@@ -162,13 +165,18 @@ def check_plan_identity(path: Path, built_for: Mapping[str, Any] | None, here: M
 
 
 # ----------------------------------------------------------------------------- backend
+def _dims(dims: Any) -> tuple[int, ...]:
+    """``trt.Dims`` -> tuple (Dims supports len() and indexing)."""
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
 class _PinnedArray:
     """A pinned (page-locked) host buffer viewed as a numpy array."""
 
     def __init__(self, cudart: Any, nbytes: int, dtype: np.dtype):
         self.ptr = cuda_check(cudart.cudaMallocHost(max(nbytes, 1)), "cudaMallocHost")
-        buf = (ctypes.c_byte * max(nbytes, 1)).from_address(int(self.ptr))
-        self.array = np.frombuffer(buf, dtype=np.uint8, count=nbytes).view(dtype)
+        raw = ctypes.cast(int(self.ptr), ctypes.POINTER(ctypes.c_ubyte))
+        self.array = np.ctypeslib.as_array(raw, shape=(max(nbytes, 1),))[:nbytes].view(dtype)
 
 
 class TensorRTBackend(Backend):
@@ -190,7 +198,8 @@ class TensorRTBackend(Backend):
         super().__init__(path, built_for=built_for, precision=precision, device=device, cuda_graph=cuda_graph,
                          **options)
         self._closed = True
-        trt = import_tensorrt()
+        import_tensorrt()  # BackendUnavailable with what to install
+        import tensorrt as trt
         cudart = self._cudart = import_cudart()
         if not self.path.is_file():
             raise EngineError(f"TensorRT plan {self.path} does not exist")
@@ -201,15 +210,16 @@ class TensorRTBackend(Backend):
         cuda_check(cudart.cudaSetDevice(device), "cudaSetDevice")
 
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime: trt.Runtime | None = trt.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise EngineError(f"TensorRT could not deserialize {self.path} (see the TensorRT log above)",
                               hint="rebuild the engines with 'gcf-trt build --target trt'")
-        self._engine = engine
-        self._context = engine.create_execution_context()
-        if self._context is None:
+        context = engine.create_execution_context()
+        if context is None:
             raise EngineError(f"TensorRT could not create an execution context for {self.path}")
+        self._engine: trt.ICudaEngine | None = engine
+        self._context: trt.IExecutionContext | None = context
         self._device_ptrs: list[int] = []
         self._host: dict[str, _PinnedArray] = {}
         self._graphs: dict[tuple, tuple[Any, Any]] = {}
@@ -217,33 +227,34 @@ class TensorRTBackend(Backend):
                                   "cudaStreamCreateWithFlags")
         self._closed = False
         try:
-            self._setup(trt)
+            self._setup(engine, context)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, trt: Any) -> None:
-        engine, ctx, cudart = self._engine, self._context, self._cudart
+    def _setup(self, engine: trt.ICudaEngine, ctx: trt.IExecutionContext) -> None:
+        import tensorrt as trt
+        cudart = self._cudart
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if n not in self._inputs]
         self._dtype = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self._min_batch, self._max_batch = 1, None
         for n in self._inputs:
-            shape = tuple(engine.get_tensor_shape(n))
+            shape = _dims(engine.get_tensor_shape(n))
             self.input_shapes[n] = shape
             if -1 in shape:
                 # get_tensor_profile_shape -> [min, opt, max] of profile 0
-                lo, _, hi = (tuple(s) for s in engine.get_tensor_profile_shape(n, 0))
+                lo, _, hi = (_dims(s) for s in engine.get_tensor_profile_shape(n, 0))
                 self._min_batch = max(self._min_batch, lo[0])
                 self._max_batch = hi[0] if self._max_batch is None else min(self._max_batch, hi[0])
                 if not ctx.set_input_shape(n, hi):
                     raise EngineError(f"{self.path.name}: cannot set input {n} to its profile maximum {hi}")
         for n in self._outputs:
-            self.output_shapes[n] = tuple(engine.get_tensor_shape(n))
+            self.output_shapes[n] = _dims(engine.get_tensor_shape(n))
         # Every buffer once, at the profile's maximum (output shapes resolved by the context).
         for n in names:
-            shape = tuple(ctx.get_tensor_shape(n))
+            shape = _dims(ctx.get_tensor_shape(n))
             if any(d < 0 for d in shape):
                 raise EngineError(f"{self.path.name}: tensor {n} has unresolved shape {shape}")
             nbytes = int(np.prod(shape, dtype=np.int64)) * self._dtype[n].itemsize
@@ -262,7 +273,7 @@ class TensorRTBackend(Backend):
         del trt
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._closed:
+        if self._closed or self._context is None:
             raise EngineError(f"{self.path.name}: backend is closed")
         cudart, ctx, stream = self._cudart, self._context, self._stream
         missing = [n for n in self._inputs if n not in feeds]
@@ -292,7 +303,7 @@ class TensorRTBackend(Backend):
             self._launch_graph(tuple(shape_key))
         elif not ctx.execute_async_v3(int(stream)):
             raise EngineError(f"{self.path.name}: execute_async_v3 failed (see the TensorRT log)")
-        out_shapes = {n: tuple(ctx.get_tensor_shape(n)) for n in self._outputs}
+        out_shapes = {n: _dims(ctx.get_tensor_shape(n)) for n in self._outputs}
         for n in self._outputs:
             nbytes = int(np.prod(out_shapes[n], dtype=np.int64)) * self._dtype[n].itemsize
             cuda_check(cudart.cudaMemcpyAsync(self._host[n].ptr, self._dev[n], nbytes, d2h, stream),
@@ -311,6 +322,7 @@ class TensorRTBackend(Backend):
         updates internal state on the first enqueue, which must not happen during capture.
         """
         cudart, ctx, stream = self._cudart, self._context, self._stream
+        assert ctx is not None
         if key not in self._graphs:
             if not ctx.execute_async_v3(int(stream)):
                 raise EngineError(f"{self.path.name}: execute_async_v3 failed before graph capture")

@@ -392,12 +392,18 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
             return ({"backend": "openvino", "default_model_filename": "model.onnx"}, "model.onnx", "KIND_CPU")
         return {"platform": "onnxruntime_onnx"}, "model.onnx", "KIND_CPU"
 
-    def cpu_params(fields: dict[str, Any], kind: str) -> list[dict[str, Any]] | None:
-        if kind != "KIND_CPU" or not cpu_threads:
-            return None
+    def cpu_params(cname: str, fields: dict[str, Any], kind: str) -> list[dict[str, Any]] | None:
+        params: dict[str, str] = {}
         if fields.get("backend") == "openvino":
-            return _parameters({"INFERENCE_NUM_THREADS": str(cpu_threads), "NUM_STREAMS": "1"})
-        return _parameters({"intra_op_thread_count": str(cpu_threads), "inter_op_thread_count": "1"})
+            if cpu_threads:
+                params.update(INFERENCE_NUM_THREADS=str(cpu_threads), NUM_STREAMS="1")
+            # gcf-trt's selection ran this backbone in BF16 on OpenVINO: ask Triton's OpenVINO
+            # backend for the same (on ONNX Runtime the FP32 graph simply runs in FP32).
+            if str(comps[cname].get("precision", "")).lower() == "bf16":
+                params["HINT_BF16"] = "YES"
+        elif kind == "KIND_CPU" and cpu_threads:
+            params.update(intra_op_thread_count=str(cpu_threads), inter_op_thread_count="1")
+        return _parameters(params) if params else None
 
     with atomic_output_dir(out_repo) as tmp:
         for cname, role in (("backbone", "backbone: clip -> descriptor, dynamic batching"),
@@ -421,7 +427,7 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
                 "dynamic_batching": {"preferred_batch_size": preferred,
                                      "max_queue_delay_microseconds": int(max_queue_delay_us)},
                 "instance_group": [{"count": backbone_instances if cname == "backbone" else 1, "kind": _Enum(kind)}],
-                "parameters": cpu_params(fields, kind),
+                "parameters": cpu_params(cname, fields, kind),
             }
             (mdir / CONFIG_NAME).write_text(to_pbtxt(config) + "\n")
             models[names[cname]] = role

@@ -250,3 +250,17 @@ def test_example_client_sends_the_offline_clips(repo, video_file):
     for (clip, _), ref in zip(sent, clips):
         assert list(clip.shape[1:]) == list(cfg.input[0].dims)  # what the ensemble accepts
         np.testing.assert_allclose(clip[0], ref, atol=1e-6)
+
+
+def test_bf16_openvino_backbone_keeps_its_precision_on_tritons_openvino_backend(tiny_engines, tmp_path):
+    engines = tmp_path / "ov"
+    shutil.copytree(tiny_engines, engines)
+    manifest = json.loads((engines / "manifest.json").read_text())
+    manifest["components"]["backbone"].update(runtime="openvino", precision="bf16")
+    write_json_atomic(engines / "manifest.json", manifest)
+    export_triton(engines, tmp_path / "ort", verify=False)
+    export_triton(engines, tmp_path / "ov_repo", cpu_backend="openvino", verify=False)
+    ort_cfg = validate_repository(tmp_path / "ort")["gcf_backbone"]
+    ov_cfg = validate_repository(tmp_path / "ov_repo")["gcf_backbone"]
+    assert ort_cfg.platform == "onnxruntime_onnx" and "HINT_BF16" not in ort_cfg.parameters
+    assert ov_cfg.backend == "openvino" and ov_cfg.parameters["HINT_BF16"].string_value == "YES"

@@ -54,8 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_backbones)
 
 
+def _quiet_libraries() -> None:
+    """The exporter and quantizer log every pass at INFO; keep the build's own output readable."""
+    import logging
+    for name in ("onnxscript", "onnx_ir", "onnxruntime", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _build(args: argparse.Namespace) -> int:
     from ..compile.build import build_engines
+    if not getattr(args, "verbose", False):
+        _quiet_libraries()
     trt_options: dict[str, Any] = {}
     trt = _trt_module()
     if args.target in ("trt", "auto") and trt is not None and hasattr(trt, "options_from_args"):

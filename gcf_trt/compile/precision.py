@@ -261,6 +261,9 @@ def quantize_int8(fp32_onnx_path: str | os.PathLike, out_path: str | os.PathLike
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True}
         if method == "percentile":
             extra["CalibPercentile"] = float(percentile)
+        # Not CalibMaxIntermediateOutputs: in ORT 1.32 MinMaxCalibrater.collect_data clears the
+        # collected batches at that count *without* reducing them first (their ranges are lost).
+        # MinMax needs no memory cap anyway: its augmented graph outputs per-tensor ReduceMin/Max.
         raw = Path(tmpdir) / "int8.onnx"
         quantize_static(str(pre), str(raw), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,

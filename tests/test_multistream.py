@@ -152,6 +152,7 @@ def test_run_reads_several_sources_at_once(tiny_engines, videos, single):
     with MultiStreamClassifier(tiny_engines, options={"threads": 1}, max_batch=3, flush_timeout_ms=200) as multi:
         predictions = list(multi.run(dict(videos)))
         assert multi.streams == []  # run() removes the streams it added
+        assert {sid: st.clips for sid, st in multi.last_run_states.items()} == {"cam-a": 6, "cam-b": 5, "cam-c": 7}
         assert multi.stats.clips == 18 and multi.stats.backbone_calls < 18
     assert_same(predictions, single)
     assert predictions[0].to_dict()["stream"] in LENGTHS

@@ -201,6 +201,7 @@ class MultiStreamClassifier:
         self._ids = itertools.count()
         self.stats = MultiStreamStats()
         self.listeners: list[Callable[[StreamPrediction], None]] = []
+        self.last_run_states: dict[Hashable, StreamState] = {}
         self._closed = False
 
     # --- streams ---------------------------------------------------------------------------
@@ -394,7 +395,8 @@ class MultiStreamClassifier:
             **source_options: for ``open_source`` (``loop``, ``fps``, ``step``, ...).
 
         Each source is read in its own thread into one shared queue; this thread runs the
-        engines, so a batch's timeout is honoured even when every source is quiet.
+        engines, so a batch's timeout is honoured even when every source is quiet.  When the
+        run ends, each stream's final :class:`StreamState` is kept in :attr:`last_run_states`.
         """
         from .sources import SourceGap, open_source
         items = list(sources.items()) if isinstance(sources, Mapping) else list(enumerate(sources))
@@ -471,6 +473,7 @@ class MultiStreamClassifier:
                 t.join(timeout=5)
             for stream_id, _ in items:
                 if stream_id in self._slots:
+                    self.last_run_states[stream_id] = self._slots[stream_id].state
                     self._slots.pop(stream_id).close()
                     self._queue = collections.deque(q for q in self._queue if q.slot.stream_id != stream_id)
 

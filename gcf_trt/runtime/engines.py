@@ -67,8 +67,29 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
                 raise EngineError(f"{comp['file']} is a {comp['runtime']} engine and cannot run on {runtime}")
             opts = {**(comp.get("options") or {}), **(options or {})} if chosen == comp["runtime"] else dict(options or {})
             backends[name] = open_backend(chosen, engines_dir / comp["file"], opts)
+        _check_shapes(engines_dir, manifest["spec_obj"], backends)
     except BaseException:
         for backend in backends.values():
             backend.close()
         raise
     return Engines(engines_dir, manifest["spec_obj"], manifest, backends["backbone"], backends["head"])
+
+
+def _check_shapes(engines_dir: Path, spec: ModelSpec, backends: dict[str, Backend]) -> None:
+    """Refuse engine files whose tensor shapes disagree with the manifest's spec (e.g. the
+    manifest of another model copied beside them): otherwise the first clip fails deep in the
+    runtime.  Only dimensions both sides know are compared (batch and dynamic dims are skipped)."""
+    want = {"backbone": {"clip": (-1, *spec.clip_shape), "descriptor": (-1, spec.dim)},
+            "head": {"descriptors": (-1, spec.ring_size, spec.dim), "mask": (-1, spec.ring_size),
+                     "logits": (-1, spec.num_classes)}}
+    for name, tensors in want.items():
+        backend = backends[name]
+        have = {**backend.input_shapes, **backend.output_shapes}
+        for tensor, shape in tensors.items():
+            got = have.get(tensor)
+            if got is None:
+                continue
+            if len(got) != len(shape) or any(g > 0 and w > 0 and g != w for g, w in zip(got[1:], shape[1:])):
+                raise EngineError(f"{engines_dir / backend.path.name}: tensor {tensor!r} has shape {list(got)}, "
+                                  f"but the manifest's model expects {list(shape)} (the manifest and the "
+                                  f"engine files belong to different models)")

@@ -122,6 +122,18 @@ def test_int8_engines_load_and_run(int8_build, tiny_model):
         assert eng.backbone.infer({"clip": clip})["descriptor"].shape == (1, tiny_model.spec.dim)
 
 
+def test_int8_build_runs_on_openvino_too(int8_build, tiny_model):
+    """The same Q/DQ file, loaded on OpenVINO through the engines API, reports INT8."""
+    if available_runtimes()["openvino"] is not None:
+        pytest.skip("OpenVINO is not installed")
+    from gcf_trt.compile.precision import agreement
+    from gcf_trt.runtime.engines import load_engines
+    with load_engines(int8_build.out, runtime="openvino") as ov_eng, load_engines(int8_build.out) as eng:
+        assert ov_eng.backbone.precision == "int8" and ov_eng.head.precision == "fp32"
+        clips = np.random.default_rng(2).standard_normal((4, *tiny_model.spec.clip_shape)).astype(np.float32)
+        assert agreement(eng.backbone, ov_eng.backbone, clips, eng.head)["cosine_min"] > 0.95
+
+
 def test_explicit_fp32_runtime_runs_no_trial(tiny_engines):
     m = read_manifest(tiny_engines)
     sel = m["selection"]

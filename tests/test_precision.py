@@ -149,3 +149,27 @@ def test_agreement_pass_and_fail(tiny_engines, clips):
     with pytest.raises(AgreementError, match="min-agreement"):
         P.check_agreement(same, 1.01)
     assert not P.passes(same, 1.01) and P.passes(same, 0.99)
+
+
+def test_entropy_gives_minmax_ranges_in_quantize_static(tiny_engines, clips, tmp_path):
+    """Why Entropy is not offered: in quantize_static it yields exactly the MinMax scales.
+
+    If a new onnxruntime fixes this, this test fails and the choice should be re-measured.
+    """
+    from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    pre = tmp_path / "pre.onnx"
+    quant_pre_process(str(tiny_engines / "backbone.onnx"), str(pre))
+
+    def scales(method):
+        out = tmp_path / f"{method.name}.onnx"
+        quantize_static(str(pre), str(out), P.ClipDataReader(clips[:8]), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method, extra_options={"ActivationSymmetric": True,
+                                                                "WeightSymmetric": True})
+        return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer
+                if t.name.endswith("_scale")}
+    minmax, entropy = scales(CalibrationMethod.MinMax), scales(CalibrationMethod.Entropy)
+    assert minmax.keys() == entropy.keys() and len(minmax) > 10
+    assert all(np.allclose(minmax[k], entropy[k]) for k in minmax)

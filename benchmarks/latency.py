@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Backbone latency per clip on every backend (torch eager, ONNX Runtime, OpenVINO, TensorRT), interleaved.
+
+Runs ``gcf-trt bench --sections backbone``; results go to ``--out`` (default: a temporary
+directory, so a partial run never overwrites benchmarks/results/latest.*).  Other options as
+``gcf-trt bench --help``.
+"""
+import os
+import sys
+import tempfile
+
+from gcf_trt.cli import main
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if "--out" not in argv:
+        argv += ["--out", os.path.join(tempfile.gettempdir(), "gcf-trt-bench-latency")]
+    sys.exit(main(["bench", "--sections", "backbone", *argv]))

@@ -208,3 +208,28 @@ def test_gap_runs_queued_clips_then_drops_the_partial_clip(engines, frames):
     for p, r in zip(got, ref):
         assert (p.clip_index, p.frame_range, p.ring_fill) == (r.clip_index, r.frame_range, r.ring_fill)
         np.testing.assert_allclose(p.logits, r.logits, atol=ATOL)
+
+
+def test_a_failing_backbone_call_loses_no_clip(engines, frames, single):
+    with MultiStreamClassifier(engines, max_batch=2, flush_timeout_ms=1e6) as multi:
+        sid = multi.add_stream("cam-a")
+        real = engines.backbone.infer
+        calls = []
+
+        def flaky(feeds):
+            calls.append(len(feeds["clip"]))
+            if len(calls) == 1:
+                raise RuntimeError("device lost")
+            return real(feeds)
+        engines.backbone.infer = flaky
+        try:
+            with pytest.raises(RuntimeError, match="device lost"):
+                for f in frames["cam-a"][:8]:
+                    multi.push(sid, f)
+            assert multi.pending == 2  # both clips still queued
+            got = multi.flush()
+        finally:
+            del engines.backbone.infer  # back to the class method
+        assert calls == [2, 2] and [p.clip_index for p in got] == [0, 1]
+        for p, r in zip(got, single["cam-a"]):
+            np.testing.assert_allclose(p.logits, r.logits, atol=ATOL)

@@ -306,7 +306,7 @@ class MultiStreamClassifier:
 
     # --- the batched engine calls ----------------------------------------------------------------
     def _dispatch(self, n: int, reason: str) -> list[StreamPrediction]:
-        items = [self._queue.popleft() for _ in range(n)]
+        items = [self._queue[i] for i in range(n)]  # popped only once the backbone succeeded
         start = self._clock()
         rows = n
         if self.batch_sizes:
@@ -321,6 +321,8 @@ class MultiStreamClassifier:
         backbone_s = time.perf_counter() - t0
         if descriptors.shape[0] != rows:
             raise EngineError(f"backbone returned {descriptors.shape[0]} descriptors for a batch of {rows}")
+        for _ in range(n):
+            self._queue.popleft()
         self.stats.backbone_calls += 1
         self.stats.clips += n
         self.stats.batch_histogram[n] = self.stats.batch_histogram.get(n, 0) + 1

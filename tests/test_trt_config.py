@@ -139,13 +139,18 @@ def test_flag_missing_in_this_tensorrt_is_an_engine_error(monkeypatch, onnx_file
 def test_dla_core_with_gpu_fallback(monkeypatch, onnx_files, tmp_path):
     trt_standin.install(monkeypatch, TRT10, num_dla_cores=2)
     d, _ = onnx_files
-    build_plan(d / "backbone.onnx", tmp_path / "bb.plan", graph_plan(10, "fp16", "backbone"), _opts(dla_core=1))
+    fixed = dict(min_batch=2, opt_batch=2, max_batch=2)
+    build_plan(d / "backbone.onnx", tmp_path / "bb.plan", graph_plan(10, "fp16", "backbone"),
+               _opts(dla_core=1, **fixed))
     plan = trt_standin.read_plan(tmp_path / "bb.plan")
     assert plan["attrs"]["default_device_type"] == "DLA" and plan["attrs"]["DLA_core"] == 1
     assert plan["builder_flags"] == ["FP16", "GPU_FALLBACK"]
     with pytest.raises(InputError, match="2 DLA core"):
         build_plan(d / "backbone.onnx", tmp_path / "bb2.plan", graph_plan(10, "fp16", "backbone"),
-                   _opts(dla_core=2))
+                   _opts(dla_core=2, **fixed))
+    assert plan["profiles"] == [{"clip": [[2, 3, 4, 32, 32]] * 3}]
+    with pytest.raises(InputError, match="DLA needs a fixed batch"):
+        _opts(dla_core=0, min_batch=1, opt_batch=1, max_batch=8)
 
 
 def test_timing_cache_is_loaded_saved_and_reused(monkeypatch, onnx_files, tmp_path):

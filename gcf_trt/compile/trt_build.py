@@ -85,6 +85,11 @@ class TrtOptions:
                              f"{self.max_batch}", hint="e.g. --min-batch 1 --opt-batch 1 --max-batch 8")
         if self.dla_core is not None and (not isinstance(self.dla_core, int) or self.dla_core < 0):
             raise InputError(f"--dla-core must be a core index >= 0, got {self.dla_core!r}")
+        if self.dla_core is not None and not self.min_batch == self.opt_batch == self.max_batch:
+            # "DLA does not support dynamic dimensions, so the profile's min, max, and opt values
+            # must be equal" (TensorRT docs, "DLA Supported Layers and Restrictions")
+            raise InputError("DLA needs a fixed batch: the profile's min, opt and max must be equal",
+                             hint="e.g. --dla-core 0 --min-batch 1 --opt-batch 1 --max-batch 1")
         if self.timing_cache is not None:
             self.timing_cache = Path(self.timing_cache)
         return self

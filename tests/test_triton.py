@@ -264,3 +264,33 @@ def test_bf16_openvino_backbone_keeps_its_precision_on_tritons_openvino_backend(
     ov_cfg = validate_repository(tmp_path / "ov_repo")["gcf_backbone"]
     assert ort_cfg.platform == "onnxruntime_onnx" and "HINT_BF16" not in ort_cfg.parameters
     assert ov_cfg.backend == "openvino" and ov_cfg.parameters["HINT_BF16"].string_value == "YES"
+
+
+def test_export_of_a_real_tensorrt_build_manifest(monkeypatch, tiny_checkpoint, tiny_engines, tmp_path):
+    """The manifest gcf_trt.compile.trt_build writes (built against the project's recording
+    TensorRT stand-in, tests/trt_standin.py: the plan files are the stand-in's, not engines)."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import trt_standin
+    from gcf_trt.compile import trt_build
+    parity = read_manifest(tiny_engines)["parity"]
+
+    def export(model, out_dir):  # reuse the tiny model's exported ONNX instead of re-exporting
+        for name in ("backbone.onnx", "head.onnx"):
+            shutil.copy(tiny_engines / name, out_dir / name)
+        return dict(parity)
+    monkeypatch.setattr("gcf_trt.compile.build.export_fp32", export)
+    trt_standin.install(monkeypatch, "10.8.0.43", gpu="Orin", cc=(8, 7))
+    engines = tmp_path / "engines"
+    trt_build.build_trt_engines(tiny_checkpoint, engines, precision="fp16", max_batch=4, verify=False)
+    manifest = read_manifest(engines)
+    result = export_triton(engines, tmp_path / "repo", max_batch=8)
+    configs = validate_repository(tmp_path / "repo")
+    for cname in ("backbone", "head"):
+        cfg = configs[f"gcf_{cname}"]
+        assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 4  # trt_build's profile max
+        shipped = tmp_path / "repo" / f"gcf_{cname}" / "1" / "model.plan"
+        assert sha256_file(shipped) == manifest["files"][manifest["components"][cname]["file"]]
+    assert result.ring_check is not None and result.ring_check <= RING_CHECK_ATOL
+    info = json.loads((tmp_path / "repo" / "gcf_stream" / "gcf_trt.json").read_text())
+    assert info["engines_versions"]["tensorrt"] == "10.8.0.43"

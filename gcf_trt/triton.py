@@ -37,6 +37,7 @@ import datetime as _dt
 import importlib.util
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,6 +358,9 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
         verify: check the ring head numerically against the head with ONNX Runtime.
     """
     engines_dir = Path(engines_dir)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise InputError(f"model name prefix {name!r} must be letters, digits, '_', '-' or '.'",
+                         hint="Triton model names are directory names; e.g. --name gcf")
     if cpu_backend not in CPU_BACKENDS:
         raise InputError(f"cpu_backend must be one of {CPU_BACKENDS}, got {cpu_backend!r}")
     if max_batch < 1 or backbone_instances < 1 or max_cameras < 1:

@@ -220,6 +220,8 @@ def test_cli_export_triton(tiny_engines, tmp_path, capsys):
     assert cfg.backend == "openvino" and cfg.default_model_filename == "model.onnx"
     assert cfg.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
     assert main(["export-triton", "--engines", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 1
+    assert main(["export-triton", "--engines", str(tiny_engines), "--out", str(tmp_path / "y"), "--name", "a b"]) == 1
+    assert "model name prefix" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_triton_modules_do_not_import_torch():

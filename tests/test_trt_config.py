@@ -240,7 +240,7 @@ def test_trt11_int8_build_uses_qdq_backbone_and_fp16_head(monkeypatch, tiny_chec
     assert hd["file"] == f"head.{h}.fp16.trt11.1.sm90.plan" and hd["precision"] == "fp16"
     bplan, hplan = trt_standin.read_plan(out / bb["file"]), trt_standin.read_plan(out / hd["file"])
     assert bplan["onnx"]["qdq"] and bplan["strongly_typed"] and bplan["builder_flags"] == []
-    assert bb["source_onnx"] == "backbone.int8.onnx"
+    assert bb["source_onnx"] == "backbone_int8.onnx"
     assert hplan["onnx"]["precision"] == "fp16" and hplan["strongly_typed"] and hplan["builder_flags"] == []
     assert m["calibration"] is not None
 

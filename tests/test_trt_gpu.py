@@ -117,7 +117,7 @@ def test_int8_predictions_agree_with_fp32(int8_engines, tiny_model, tmp_path):
     from gcf_trt.compile.precision import agreement, calibration_clips
     m = int8_engines.manifest
     assert m["components"]["backbone"]["precision"] == "int8"
-    assert m["components"]["backbone"]["source_onnx"] == "backbone.int8.onnx"
+    assert m["components"]["backbone"]["source_onnx"] == "backbone_int8.onnx"
     assert m["agreement"]["top1_agreement"] >= INT8_MIN_AGREEMENT  # the build's own gate
     # fresh clips the calibration never saw
     for i in range(3):

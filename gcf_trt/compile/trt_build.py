@@ -271,8 +271,8 @@ def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
                       calib: str | os.PathLike | None = None, progress: Progress | None = None,
                       min_batch: int = 1, opt_batch: int = 1, max_batch: int = 8, workspace_mb: int = 1024,
                       timing_cache: str | os.PathLike | None = None, dla_core: int | None = None,
-                      calib_clips: int = 64, seed: int = 0, min_agreement: float = 0.99,
-                      verify: bool = True, cuda_graph: bool = False) -> BuildResult:
+                      calib_clips: int = 64, calib_method: str = "minmax", seed: int = 0,
+                      min_agreement: float = 0.99, verify: bool = True, cuda_graph: bool = False) -> BuildResult:
     """Build a TensorRT engines directory (backbone + head plans and ``manifest.json``).
 
     Args:
@@ -282,7 +282,9 @@ def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         workspace_mb: TensorRT workspace memory pool limit.
         timing_cache: timing cache file, loaded and updated (default: per-user cache dir,
             one file per TensorRT version and GPU).
-        dla_core: build for this DLA core (Jetson Orin), with GPU fallback.
+        dla_core: build for this DLA core (Jetson Orin), with GPU fallback (fixed batch only).
+        calib_clips, calib_method, seed: calibration clips drawn from ``calib`` (a quarter held
+            out for the agreement check) and the calibration method, as for the CPU engines.
         verify: after building, run the plans against ONNX Runtime FP32 (descriptor and logits
             difference; with ``calib``, top-1 agreement on held-out clips >= ``min_agreement``).
         cuda_graph: recorded as the backbone's runtime option (CUDA graph replay).
@@ -333,9 +335,10 @@ def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
             from .precision import quantize_int8
             assert clips is not None  # int8 without calib was refused above
             say(f"calibrating and quantizing the backbone to INT8 Q/DQ on {len(clips)} clips")
-            quant_info = quantize_int8(tmp / "backbone.onnx", tmp / "backbone.int8.onnx", clips)
+            # same quantizer, settings and file name as the CPU engine's INT8 backbone
+            quant_info = quantize_int8(tmp / "backbone.onnx", tmp / "backbone_int8.onnx", clips, method=calib_method)
             calib_report.update(quant_info or {})
-            sources["qdq"] = {"backbone": tmp / "backbone.int8.onnx"}
+            sources["qdq"] = {"backbone": tmp / "backbone_int8.onnx"}
         fp16_info: dict[str, Any] = {}
         if any(p.onnx == "fp16" for p in plans.values()):
             from .fp16 import convert_to_fp16

@@ -7,8 +7,10 @@ never imports tensorrt or cuda-python; they are imported when a backend is creat
 
 Execution uses the name-based tensor API (``num_io_tensors`` / ``get_tensor_name`` /
 ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``), the only one in
-TensorRT 10 and 11 and already present in 8.5 and 8.6 ("Appendix: Migrating Python Code from
-TensorRT 8.x to 10.x", name-based tensor API and enqueueV3).  Buffers are allocated once for
+TensorRT 10 and 11 ("Appendix: Migrating Python Code from TensorRT 8.x to 10.x", name-based
+tensor API and enqueueV3) and introduced in 8.5 (TensorRT 8.5.1 API reference, "API Changes For
+TensorRT 8.5.1"; Paddle-TRT's enqueueV3 port, PaddlePaddle PR #60807, requires TensorRT >= 8.5),
+hence ``MIN_VERSION``.  Buffers are allocated once for
 the optimization profile's maximum batch; host staging buffers are pinned
 (``cudaMallocHost``) so the copies are truly asynchronous.
 

@@ -148,14 +148,14 @@ def test_explicit_fp32_runtime_runs_no_trial(tiny_engines):
 def test_failed_agreement_gate_exits_1_and_keeps_output(tiny_checkpoint, calib_dir, tmp_path, capsys):
     out = tmp_path / "engines"
     out.mkdir()
-    (out / "previous.txt").write_text("the previous build")
+    (out / "manifest.json").write_text("the previous build")
     rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--precision", "int8",
                "--runtime", "onnxruntime", "--calib", str(calib_dir), "--min-agreement", "1.01"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "error[agreement]" in err and "Traceback" not in err and "hint:" in err
-    assert [p.name for p in out.iterdir()] == ["previous.txt"]
-    assert (out / "previous.txt").read_text() == "the previous build"
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert (out / "manifest.json").read_text() == "the previous build"
     assert [p.name for p in tmp_path.iterdir()] == ["engines"]  # no temp dir left behind
 
 
@@ -173,14 +173,16 @@ def _bad_checkpoints(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("case", ["missing_ckpt", "corrupt_ckpt", "unknown_backbone", "no_calib_dir",
                                   "no_readable_video", "too_short", "int8_without_calib",
-                                  "unwritable_out", "fp16_on_cpu", "trt_without_tensorrt"])
+                                  "unwritable_out", "foreign_out_dir", "fp16_on_cpu",
+                                  "trt_without_tensorrt"])
 def test_cli_bad_inputs(case, tiny_checkpoint, tiny_model, tmp_path, capsys):
     corrupt, unknown = _bad_checkpoints(tmp_path, tiny_model)
     ckpt, out = str(tiny_checkpoint), tmp_path / "out"
     extra: list[str] = []
     kind = {"missing_ckpt": "checkpoint", "corrupt_ckpt": "checkpoint", "unknown_backbone": "backbone",
             "no_calib_dir": "calibration", "no_readable_video": "calibration", "too_short": "calibration",
-            "int8_without_calib": "calibration", "unwritable_out": "output", "fp16_on_cpu": "input",
+            "int8_without_calib": "calibration", "unwritable_out": "output", "foreign_out_dir": "output",
+            "fp16_on_cpu": "input",
             "trt_without_tensorrt": "backend"}[case]
     if case == "missing_ckpt":
         ckpt = str(tmp_path / "nope.pt")
@@ -206,6 +208,10 @@ def test_cli_bad_inputs(case, tiny_checkpoint, tiny_model, tmp_path, capsys):
         blocker = tmp_path / "afile"
         blocker.write_text("x")
         out = blocker / "engines"
+    elif case == "foreign_out_dir":
+        out = tmp_path / "home"
+        out.mkdir()
+        (out / "thesis.tex").write_text("precious")
     elif case == "fp16_on_cpu":
         extra = ["--precision", "fp16"]
     elif case == "trt_without_tensorrt":
@@ -219,8 +225,11 @@ def test_cli_bad_inputs(case, tiny_checkpoint, tiny_model, tmp_path, capsys):
     assert lines[0].startswith(f"error[{kind}]"), err
     assert lines[1].startswith("hint: ") and len(lines) == 2
     assert "Traceback" not in err
-    assert not out.exists()
-    assert not list(tmp_path.glob(".out.tmp-*"))
+    if case == "foreign_out_dir":
+        assert (out / "thesis.tex").read_text() == "precious" and len(list(out.iterdir())) == 1
+    else:
+        assert not out.exists()
+    assert not list(tmp_path.glob(".*.tmp-*"))
 
 
 def test_verbose_shows_traceback(tmp_path, capsys):

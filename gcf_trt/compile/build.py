@@ -127,6 +127,11 @@ def _check_output(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory",
                           hint="pass --out a new or existing engines directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        # The build replaces --out as a whole: never swallow a directory that is not ours.
+        raise OutputError(f"output {out} exists, is not empty and is not an engines directory "
+                          f"(no {MANIFEST_NAME}); refusing to replace it",
+                          hint="pass --out a new directory (e.g. engines/NAME) or an earlier build's")
     parent = out.absolute().parent
     probe = parent
     while not probe.exists():

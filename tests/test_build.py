@@ -252,3 +252,29 @@ def test_cli_summary(int8_build):
     assert "agreement with FP32 on" in text and "calibration: 18 clips from 3 video(s)" in text
     assert "... calibrating INT8" in text  # progress lines
     assert int8_build.manifest["components"]["backbone"]["options"]["threads"] == 1
+
+
+def test_trt_target_delegates_to_trt_build(monkeypatch, tmp_path):
+    """--target auto with TensorRT usable -> trt_build.build_trt_engines, with the shared options."""
+    import gcf_trt.runtime.backends as backends
+    trt_build = pytest.importorskip("gcf_trt.compile.trt_build")
+    from gcf_trt.compile.build import build_engines
+    calls = {}
+
+    def fake(checkpoint, out, *, precision="fp16", calib=None, progress=None, workspace_mb=1024,
+             min_agreement=0.99, calib_clips=64, seed=0):
+        calls.update(checkpoint=checkpoint, out=out, precision=precision, calib=calib,
+                     workspace_mb=workspace_mb, min_agreement=min_agreement, calib_clips=calib_clips, seed=seed)
+        return "built"
+    monkeypatch.setattr(trt_build, "build_trt_engines", fake)
+    monkeypatch.setattr(backends, "available_runtimes",
+                        lambda: {"onnxruntime": None, "openvino": None, "tensorrt": None})
+    result = build_engines("m.pt", tmp_path / "o", target="auto", precision="int8", calib="videos",
+                           min_agreement=0.9, calib_clips=16, workspace_mb=512)
+    assert result == "built"
+    assert calls == dict(checkpoint="m.pt", out=tmp_path / "o", precision="int8", calib="videos",
+                         workspace_mb=512, min_agreement=0.9, calib_clips=16, seed=0)
+    # --target cpu refuses TensorRT-only options instead of ignoring a typo.
+    from gcf_trt.errors import InputError
+    with pytest.raises(InputError, match="workspace_mb"):
+        build_engines("m.pt", tmp_path / "o", target="cpu", workspace_mb=512)

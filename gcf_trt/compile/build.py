@@ -255,8 +255,9 @@ def build_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, targ
             say(target_note["reason"])
             trt_options = {}
     if target == "trt":
+        shared = dict(min_agreement=min_agreement, calib_clips=calib_clips, calib_method=calib_method, seed=seed)
         return _build_trt(checkpoint, out, precision=precision, calib=calib, progress=progress,
-                          min_agreement=min_agreement, **trt_options)
+                          shared=shared, **trt_options)
     if trt_options:
         raise InputError(f"option(s) {', '.join(sorted(trt_options))} apply to --target trt only")
     if precision not in CPU_PRECISIONS:
@@ -467,7 +468,8 @@ def _summary(out: Path, manifest: dict[str, Any], chosen: _Candidate, selection:
     return lines
 
 
-def _build_trt(checkpoint, out, *, precision, calib, progress, min_agreement, **trt_options) -> BuildResult:
+def _build_trt(checkpoint, out, *, precision, calib, progress, shared: dict[str, Any],
+               **trt_options) -> BuildResult:
     from ..runtime.backends import available_runtimes
     reason = available_runtimes().get("tensorrt")
     if reason is not None:
@@ -481,6 +483,8 @@ def _build_trt(checkpoint, out, *, precision, calib, progress, min_agreement, **
                                  hint="pip install 'gcf-trt[trt]'") from exc
     import inspect
     params = inspect.signature(build_trt_engines).parameters
-    if "min_agreement" in params:
-        trt_options["min_agreement"] = min_agreement
+    # Options both targets understand (the gate, calibration) go on when the TRT build takes them.
+    for name, value in shared.items():
+        if name in params and name not in trt_options:
+            trt_options[name] = value
     return build_trt_engines(checkpoint, out, precision=precision, calib=calib, progress=progress, **trt_options)

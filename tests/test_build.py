@@ -149,11 +149,20 @@ def test_failed_agreement_gate_exits_1_and_keeps_output(tiny_checkpoint, calib_d
     out = tmp_path / "engines"
     out.mkdir()
     (out / "manifest.json").write_text("the previous build")
-    rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--precision", "int8",
-               "--runtime", "onnxruntime", "--calib", str(calib_dir), "--min-agreement", "1.01"])
-    err = capsys.readouterr().err
+    # BF16 on OpenVINO where the CPU has it (the INT8 path is covered by int8_build), else ORT INT8.
+    reduced = ["--precision", "int8", "--runtime", "onnxruntime"]
+    if available_runtimes()["openvino"] is None:
+        from gcf_trt.runtime.backends.openvino import supports_bf16
+        if supports_bf16():
+            reduced = ["--precision", "bf16", "--runtime", "openvino"]
+    rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(out), *reduced,
+               "--calib", str(calib_dir), "--min-agreement", "1.01"])
+    captured = capsys.readouterr()
+    err = captured.err
     assert rc == 1
     assert "error[agreement]" in err and "Traceback" not in err and "hint:" in err
+    assert f"{reduced[3]} {reduced[1]} agrees with FP32" in err and "below --min-agreement 101.0%" in err
+    assert f"checking {reduced[3]} {reduced[1]} against FP32" in captured.out  # the gate really ran
     assert [p.name for p in out.iterdir()] == ["manifest.json"]
     assert (out / "manifest.json").read_text() == "the previous build"
     assert [p.name for p in tmp_path.iterdir()] == ["engines"]  # no temp dir left behind

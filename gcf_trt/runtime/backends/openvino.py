@@ -110,8 +110,8 @@ class OpenVinoBackend(Backend):
             if cache_dir:
                 os.makedirs(cache_dir, exist_ok=True)
                 self.core.set_property({"CACHE_DIR": str(cache_dir)})
-            model = self.core.read_model(str(path))
-            self.compiled = self.core.compile_model(model, device, config)
+            # From the path (not a read ov.Model): on a cache hit OpenVINO skips reading the ONNX.
+            self.compiled = self.core.compile_model(str(path), device, config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long text
             raise EngineError(f"OpenVINO cannot compile {path}: {str(exc).strip().splitlines()[0]}") from exc
         self.request = self.compiled.create_infer_request()

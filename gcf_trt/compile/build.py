@@ -408,7 +408,7 @@ def _select(cands: list[_Candidate], tmp: Path, model: GCFNet, holdout: np.ndarr
         if agr and "error" not in worst.record:
             from .precision import check_agreement
             check_agreement(agr, min_agreement, min_cosine, what=worst.name)
-        raise AgreementError(f"no candidate passed: " + "; ".join(f"{c.name}: {c.record.get('error', 'failed')}"
+        raise AgreementError("no candidate passed: " + "; ".join(f"{c.name}: {c.record.get('error', 'failed')}"
                                                                    for c in failed))
     if forced:
         chosen = passing[0]

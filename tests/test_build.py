@@ -287,3 +287,13 @@ def test_trt_target_delegates_to_trt_build(monkeypatch, tmp_path):
     from gcf_trt.errors import InputError
     with pytest.raises(InputError, match="workspace_mb"):
         build_engines("m.pt", tmp_path / "o", target="cpu", workspace_mb=512)
+
+
+def test_impossible_cpu_requests_fail_before_export(tiny_checkpoint, calib_dir, tmp_path, capsys):
+    """bf16 on ONNX Runtime is refused before anything is exported or written."""
+    rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o"), "--precision", "bf16",
+               "--runtime", "onnxruntime", "--calib", str(calib_dir)])
+    captured = capsys.readouterr()
+    assert rc == 1 and "error[input]" in captured.err and "OpenVINO" in captured.err
+    assert "exporting" not in captured.out
+    assert list(tmp_path.iterdir()) == []

@@ -288,17 +288,19 @@ def build_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, targ
         calib_report["holdout_clips"] = int(len(holdout))
 
     notes: list[str] = []
+    # Candidates before any export, so an impossible request fails fast.
+    cands = _cpu_candidates(precision, runtime, calib_set is not None and precision in ("auto", "int8"),
+                            holdout is not None, threads, notes)
+    want_int8 = any(c.precision == "int8" for c in cands)
     with atomic_output_dir(out) as tmp:
         say("exporting ONNX (FP32) and checking it against PyTorch")
         parity = export_fp32(model, tmp)
-        want_int8 = calib_set is not None and precision in ("auto", "int8")
         quant_info = None
         if want_int8:
             from .precision import quantize_int8
             say(f"calibrating INT8 on {len(calib_set)} clips ({calib_method})")
             quant_info = quantize_int8(tmp / FP32_FILE, tmp / INT8_FILE, calib_set, method=calib_method,
                                        progress=progress is not None)
-        cands = _cpu_candidates(precision, runtime, want_int8, holdout is not None, threads, notes)
         chosen, selection, agreement_rec = _select(cands, tmp, model, holdout, min_agreement, min_cosine,
                                                    precision, runtime, threads, trial_iterations,
                                                    trial_warmup, say, progress is not None, seed)

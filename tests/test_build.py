@@ -297,3 +297,14 @@ def test_impossible_cpu_requests_fail_before_export(tiny_checkpoint, calib_dir, 
     assert rc == 1 and "error[input]" in captured.err and "OpenVINO" in captured.err
     assert "exporting" not in captured.out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_forced_runtime_that_is_missing(monkeypatch, tiny_checkpoint, tmp_path, capsys):
+    import gcf_trt.runtime.backends as backends
+    real = backends.available_runtimes
+    monkeypatch.setattr(backends, "available_runtimes",
+                        lambda: {**real(), "openvino": "OpenVINO cannot be imported: No module named 'openvino'"})
+    rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o"), "--runtime", "openvino"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error[backend]" in err and "pip install 'gcf-trt[openvino]'" in err
+    assert not (tmp_path / "o").exists()

@@ -173,3 +173,19 @@ def test_entropy_gives_minmax_ranges_in_quantize_static(tiny_engines, clips, tmp
     minmax, entropy = scales(CalibrationMethod.MinMax), scales(CalibrationMethod.Entropy)
     assert minmax.keys() == entropy.keys() and len(minmax) > 10
     assert all(np.allclose(minmax[k], entropy[k]) for k in minmax)
+
+
+def test_percentile_calibration(tiny_engines, clips, tmp_path):
+    from onnx import numpy_helper
+    info = P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "p.onnx", clips[:8], method="percentile",
+                           percentile=99.0)
+    P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "m.onnx", clips[:8])
+    assert info["method"] == "percentile" and info["percentile"] == 99.0
+
+    def act_scales(path):  # activation scales are scalars; weight scales are per-channel vectors
+        return {t.name: float(numpy_helper.to_array(t)) for t in onnx.load(str(path)).graph.initializer
+                if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1}
+    p, m = act_scales(tmp_path / "p.onnx"), act_scales(tmp_path / "m.onnx")
+    assert p.keys() == m.keys()
+    # the 99th percentile clips the tails: never a wider range than MinMax, narrower for some tensors
+    assert all(p[k] <= m[k] * (1 + 1e-5) for k in p) and any(p[k] < m[k] * 0.99 for k in p)

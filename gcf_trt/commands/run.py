@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, VideoError
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 DEFAULT_OUTPUT_FPS = 25.0
@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     guard = _SignalGuard()
     frames = 0
     start = time.monotonic()
-    ok = False
+    ok = ended = False
     try:
         backoff = Backoff(maximum=args.reconnect_max_delay, max_attempts=args.reconnect_attempts or None)
         source = open_source(args.source, loop=args.loop, fps=args.fps, reconnect=backoff)
@@ -199,6 +199,8 @@ def _run(args: argparse.Namespace) -> int:
                     guard.check()
                     if args.max_frames is not None and frames >= args.max_frames:
                         break
+                else:
+                    ended = True
             except _Stop:
                 pass
             except BrokenPipeError:  # e.g. `gcf-trt run ... | head`: the reader is gone
@@ -207,6 +209,8 @@ def _run(args: argparse.Namespace) -> int:
                     sys.stdout = open(os.devnull, "w")
                 except OSError:
                     pass
+        if ended and not source.live and classifier.state.clips == 0:
+            _no_clip(shown, classifier, source)
         ok = True
     finally:
         if source is not None:
@@ -225,10 +229,21 @@ def _run(args: argparse.Namespace) -> int:
         if source is not None:  # a source that never opened gets only the error message
             stopped = f", stopped by {guard.signal_name}" if guard.signal_name else ""
             print(f"gcf-trt run: {frames} frames, {state.clips} clips, {frames / max(elapsed, 1e-9):.1f} fps, "
-                  f"{state.bad_frames} bad frames, {state.dropped_frames} dropped frames, {len(state.gaps)} gaps "
+                  f"{state.bad_frames + source.stats.frames_corrupt} bad frames, {state.dropped_frames} dropped frames, {len(state.gaps)} gaps "
                   f"({state.gap_frames} frames, {state.gap_seconds:.1f} s missed) in {elapsed:.1f} s{stopped}",
                   file=sys.stderr)
     return 0
+
+
+def _no_clip(shown: str, classifier, source) -> None:
+    """A file that ended without one clip: say whether nothing decoded or it is too short."""
+    good, need = classifier.state.good_frames, classifier.spec.frames_per_clip
+    if good == 0:
+        raise VideoError(f"{shown}: no decodable frame (the file opens, but none of its frames could be "
+                         f"decoded into a usable image)",
+                         hint="check that it plays (e.g. ffplay); re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
+    raise VideoError(f"{shown} is shorter than one clip: {good} usable frame(s), one clip needs {need}",
+                     hint=f"use a video of at least {need} frames (after --fps subsampling, if given)")
 
 
 def _emit_frame(image, prediction, ring_size: int, video: _AtomicVideoWriter | None, show: bool) -> None:

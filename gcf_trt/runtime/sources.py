@@ -88,6 +88,7 @@ class SourceStats:
     gaps: int = 0
     reconnects: int = 0
     loops: int = 0
+    frames_corrupt: int = 0    # file frames the decoder failed on: skipped, the file goes on
 
 
 @dataclass
@@ -247,10 +248,14 @@ class _RateLimiter:
 class VideoCaptureSource(Source):
     """A file, camera, stream or GStreamer pipeline read with ``cv2.VideoCapture``.
 
-    A file ends at its last frame (or loops with ``loop=True``).  A live source whose read
+    A file ends at its last frame (or loops with ``loop=True``); a frame the decoder fails on
+    in the middle of a file is skipped and counted (``stats.frames_corrupt``), up to
+    ``MAX_CORRUPT_RUN`` in a row (more is taken as the end of the file).  A live source whose read
     fails is reopened following ``reconnect`` (exponential backoff, bounded); a successful
     reopen yields a :class:`SourceGap`, and giving up raises :class:`SourceError`.
     """
+
+    MAX_CORRUPT_RUN = 32
 
     def __init__(self, spec: SourceSpec, *, loop: bool = False, fps: float | None = None, step: int = 1,
                  reconnect: Backoff | None = None, open_timeout_ms: int = 10000, read_timeout_ms: int = 5000,
@@ -282,6 +287,9 @@ class VideoCaptureSource(Source):
     def _open_or_raise(self) -> None:
         self._cap = self._open()
         if self._cap is None:
+            if self.spec.kind == "file" and os.path.getsize(self.spec.target) == 0:
+                raise SourceError(f"video file {self.uri!r} is empty (0 bytes)",
+                                  hint="the recording or copy failed: re-record or re-copy the file")
             hints = {"file": "check that the file is a video OpenCV/FFmpeg can decode",
                      "camera": "check the camera index/device and that no other program holds it",
                      "stream": "check the URL, credentials, network and that the server is up",
@@ -302,10 +310,19 @@ class VideoCaptureSource(Source):
 
     def __iter__(self) -> Iterator[SourceFrame | SourceGap]:
         index = 0
+        failed = 0  # consecutive failed grabs of a file: corrupt frames, or its end
         while not self._closed and self._cap is not None:
             # grab() then retrieve() only for kept frames: skipped frames are not colour-converted.
             ok = self._cap.grab()
             now = time.monotonic()
+            if not ok and not self.live and failed < self.MAX_CORRUPT_RUN:
+                failed += 1  # FFmpeg goes on after an undecodable packet: try the next frame
+                continue
+            if ok and failed:  # the file went on, so those were corrupt frames: skipped, counted
+                log.warning("%s: skipped %d undecodable frame(s) at frame %d", self.uri, failed, index)
+                self.stats.frames_corrupt += failed
+                index += failed
+            failed = 0
             if ok:
                 self.stats.frames_read += 1
                 if not self._limiter.keep(index, now):

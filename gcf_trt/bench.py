@@ -518,25 +518,40 @@ def export_heads(checkpoint: Path, work: Path, ring_sizes: Sequence[int]) -> dic
     return out
 
 
-def head_latency(head_files: dict[int, Path], runtimes: Sequence[tuple[str, dict]], spec,
+def head_variants(built: tuple[str, dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Head configurations to compare: as built, ONNX Runtime default, ONNX Runtime 1 thread."""
+    out = [("as built", built[0], dict(built[1]))]
+    for label, runtime, options in (("onnxruntime", "onnxruntime", {}),
+                                    ("onnxruntime threads=1", "onnxruntime", {"threads": 1})):
+        if (runtime, options) != (built[0], {k: v for k, v in built[1].items() if v is not None}):
+            out.append((label, runtime, options))
+    return out
+
+
+def head_latency(head_files: dict[int, Path], variants: Sequence[tuple[str, str, dict]], spec,
                  backbone_name: str, backbone_fn: Callable[[], Any], *, warmup: int,
                  duration: float | None, iters: int | None, say,
                  warmup_seconds: float = 0.0) -> dict[str, Any]:
-    """Head latency per N and runtime, interleaved with one backbone call (for the ratio)."""
+    """Head latency per N and configuration, interleaved with one backbone call (for the ratio).
+
+    Args:
+        variants: ``(label, runtime, options)``; the first is the head as the build made it.
+    """
     rng = np.random.default_rng(1)
     fns: dict[str, Callable[[], Any]] = {f"backbone:{backbone_name}": backbone_fn}
     meta: dict[str, dict[str, Any]] = {}
     errors = {}
-    for runtime, options in runtimes:
+    for label, runtime, options in variants:
         for n, path in head_files.items():
-            name = f"head:{runtime}:N{n}"
+            name = f"head:{label}:N{n}"
             try:
                 backend = _open(runtime, path, options)
                 feeds = {"descriptors": rng.standard_normal((1, n, spec.dim)).astype(np.float32),
                          "mask": np.ones((1, n), np.float32)}
                 backend.infer(feeds)
                 fns[name] = (lambda b=backend, f=feeds: b.infer(f))
-                meta[name] = {"runtime": runtime, "ring_size": n, "options": options}
+                meta[name] = {"variant": label, "runtime": runtime, "ring_size": n, "options": options,
+                              "as_built": label == "as built"}
             except Exception as exc:  # noqa: BLE001
                 errors[name] = _err(exc)
     say(f"head latency: {len(fns) - 1} heads + 1 backbone interleaved")
@@ -552,31 +567,43 @@ def head_latency(head_files: dict[int, Path], runtimes: Sequence[tuple[str, dict
 
 
 def streaming_vs_naive(backbone, head, spec, *, warmup: int, duration: float | None,
-                       iters: int | None, say, warmup_seconds: float = 0.0) -> dict[str, Any]:
+                       iters: int | None, say, warmup_seconds: float = 0.0,
+                       alt_heads: dict[str, Any] | None = None) -> dict[str, Any]:
     """One streaming step against naive sliding-window recomputation of the N clips.
 
-    * ``streaming``: backbone on the new clip (B=1), ring shift, head over the ring;
+    * ``streaming``: backbone on the new clip (B=1), ring shift, head over the ring; the time
+      of its head call is also kept (``streaming_head``: the head *in situ*, right after a
+      backbone call, as in a real stream);
     * ``naive_sequential``: N backbone calls (B=1, one per clip in the window) + head - what
       a clip-level model without a descriptor ring recomputes every step;
     * ``naive_batched``: the same N clips as one B=N backbone call + head (the strongest naive
-      baseline: batching amortises per-call overhead).
+      baseline: batching amortises per-call overhead);
+    * ``streaming[LABEL]``: the streaming step with another head configuration (``alt_heads``).
     """
     from .runtime.ring import ClipInfo, DescriptorRing
     n = spec.ring_size
     rng = np.random.default_rng(2)
     window = rng.standard_normal((n, *spec.clip_shape)).astype(np.float32)
     clips1 = [np.ascontiguousarray(window[i:i + 1]) for i in range(n)]
-    ring = DescriptorRing(n, spec.dim)
-    for i in range(n):
-        ring.push(backbone.infer({"clip": clips1[i]})["descriptor"], ClipInfo(i, i, i))
     mask = np.ones((1, n), np.float32)
-    state = {"i": 0}
+    head_times: dict[str, list[float]] = {}
 
-    def streaming():
-        i = state["i"] = (state["i"] + 1) % n
-        d = backbone.infer({"clip": clips1[i]})["descriptor"]
-        ring.push(d, ClipInfo(i, i, i))
-        return head.infer({"descriptors": ring.descriptors, "mask": ring.mask})
+    def make_step(label: str, head_backend) -> Callable[[], Any]:
+        ring = DescriptorRing(n, spec.dim)
+        for i in range(n):
+            ring.push(backbone.infer({"clip": clips1[i]})["descriptor"], ClipInfo(i, i, i))
+        state = {"i": 0}
+        times = head_times.setdefault(label, [])
+
+        def step():
+            i = state["i"] = (state["i"] + 1) % n
+            d = backbone.infer({"clip": clips1[i]})["descriptor"]
+            ring.push(d, ClipInfo(i, i, i))
+            t0 = time.perf_counter()
+            out = head_backend.infer({"descriptors": ring.descriptors, "mask": ring.mask})
+            times.append(time.perf_counter() - t0)
+            return out
+        return step
 
     def naive_sequential():
         desc = np.concatenate([backbone.infer({"clip": c})["descriptor"] for c in clips1])
@@ -586,15 +613,26 @@ def streaming_vs_naive(backbone, head, spec, *, warmup: int, duration: float | N
         desc = backbone.infer({"clip": window})["descriptor"]
         return head.infer({"descriptors": desc[None], "mask": mask})
 
-    fns = {"streaming": streaming, "naive_sequential": naive_sequential, "naive_batched": naive_batched}
-    say(f"streaming vs naive recompute (N={n})")
+    fns = {"streaming": make_step("streaming", head), "naive_sequential": naive_sequential,
+           "naive_batched": naive_batched}
+    for label, alt in (alt_heads or {}).items():
+        fns[f"streaming[{label}]"] = make_step(f"streaming[{label}]", alt)
+    say(f"streaming vs naive recompute (N={n}): {len(fns)} variants interleaved")
     samples = interleaved(fns, warmup=warmup, iters=iters, duration=duration, progress=say,
                           warmup_seconds=warmup_seconds)
-    out = {name: summarize(s) for name, s in samples.items()}
+    out: dict[str, Any] = {name: summarize(s) for name, s in samples.items()}
     out["ring_size"] = n
     for name in ("naive_sequential", "naive_batched"):
         out[f"{name}_over_streaming_p50"] = out[name]["p50_ms"] / out["streaming"]["p50_ms"]
         out[f"{name}_over_streaming_mean"] = out[name]["mean_ms"] / out["streaming"]["mean_ms"]
+    for label in alt_heads or {}:
+        key = f"streaming[{label}]"
+        out[f"naive_sequential_over_{key}_p50"] = out["naive_sequential"]["p50_ms"] / out[key]["p50_ms"]
+    out["head_in_situ"] = {}
+    for label, times in head_times.items():
+        ts = times[-len(samples[label]):]  # drop the warm-up calls
+        h = summarize(ts)
+        out["head_in_situ"][label] = {**h, "fraction_of_step_p50": h["p50_ms"] / out[label]["p50_ms"]}
     return out
 
 
@@ -686,7 +724,8 @@ import numpy as np
 from gcf_trt.runtime.stream import StreamingClassifier
 t1 = time.perf_counter()
 options = json.loads(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else None
-clf = StreamingClassifier(sys.argv[1], options=options)
+runtime = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
+clf = StreamingClassifier(sys.argv[1], runtime=runtime, options=options)
 t2 = time.perf_counter()
 spec = clf.spec
 rng = np.random.default_rng(0)
@@ -698,6 +737,7 @@ while pred is None:
     pushed += 1
 t3 = time.perf_counter()
 rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("GCF_FIRST_PREDICTION", flush=True)  # the parent stops its clock here
 for _ in range(3 * spec.stride):  # three more predictions: arenas reach steady state
     clf.push(frame)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -723,7 +763,7 @@ _SPAWN = 'exec_python="$1"; shift; "$exec_python" "$@"; rc=$?; exit $rc'
 
 
 def cold_start(engines_dir: Path, repeats: int = 3, options: dict[str, Any] | None = None,
-               prime: bool = False) -> dict[str, Any]:
+               prime: bool = False, runtime: str | None = None) -> dict[str, Any]:
     """Fresh-process cold start and peak RSS of the runtime (no torch), median of ``repeats``.
 
     ``process_s`` is measured by the parent from spawning the interpreter until the child
@@ -733,19 +773,23 @@ def cold_start(engines_dir: Path, repeats: int = 3, options: dict[str, Any] | No
     Args:
         options: backend options for every component (e.g. an OpenVINO ``cache_dir``).
         prime: run once before the measured runs (fills a model cache; not measured).
+        runtime: force one runtime for every component (``load_engines(runtime=...)``).
     """
     runs = []
     env = dict(os.environ)
     opts = json.dumps(options) if options else ""
-    cmd = ["/bin/sh", "-c", _SPAWN, "sh", sys.executable, "-c", COLD_START_SCRIPT, str(engines_dir), opts]
+    cmd = ["/bin/sh", "-c", _SPAWN, "sh", sys.executable, "-c", COLD_START_SCRIPT, str(engines_dir), opts,
+           runtime or ""]
     for i in range(max(1, repeats) + (1 if prime else 0)):
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         result = None
         assert proc.stdout is not None
+        elapsed = None
         for line in proc.stdout:
-            if line.startswith("GCF_COLD_START "):
+            if line.startswith("GCF_FIRST_PREDICTION"):
                 elapsed = time.perf_counter() - t0
+            elif line.startswith("GCF_COLD_START "):
                 result = json.loads(line.split(" ", 1)[1])
                 result["process_s"] = elapsed
         _, err = proc.communicate(timeout=120)
@@ -760,6 +804,7 @@ def cold_start(engines_dir: Path, repeats: int = 3, options: dict[str, Any] | No
     hwm = [r["vmhwm_mb"] for r in runs if r.get("vmhwm_mb")]
     return {**med, "vmhwm_mb": float(np.median(hwm)) if hwm else None, "runs": runs,
             "torch_imported": any(r["torch_imported"] for r in runs), "options": options or {},
+            "runtime_forced": runtime,
             "engines": {"backbone": runs[0]["backbone"], "head": runs[0]["head"]},
             "modules_loaded": runs[0]["modules"],
             "method": "fresh process (via /bin/sh so ru_maxrss is not the parent's) importing "
@@ -1064,7 +1109,9 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
             "warmup_rounds": config.warmup, "warmup_seconds": config.warmup_seconds,
             "rounds": config.iters, "duration_s_per_comparison": config.duration,
             "timer": "time.perf_counter", "batch": 1,
-            "threads": "every runtime uses all cores (its default)"}}
+            "threads": "every runtime uses all cores (its default)",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (GNU OpenMP default: active)"),
+            "torch_imported_before_run": "torch" in sys.modules}}
     say(f"gcf-trt bench ({'quick' if config.quick else 'full'}), work dir {work}")
 
     # ---- model and engines
@@ -1134,15 +1181,19 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
                 say(f"exporting heads for N = {extra}")
                 files.update(export_heads(checkpoint, work, extra))
             files = dict(sorted(files.items()))
-            runtimes = [head_runtime] + ([("onnxruntime", {})] if head_runtime[0] != "onnxruntime" else [])
-            return head_latency(files, runtimes, spec, main_cand.name, fns[main_cand.name], say=say,
-                                **config.timing(0.5))
+            return head_latency(files, head_variants(head_runtime), spec, main_cand.name,
+                                fns[main_cand.name], say=say, **config.timing(0.5))
         results["head"] = _section(results, "head", say, head_section)
 
     if "streaming" in config.sections:
         def streaming_section():
             head = _open(head_runtime[0], head_dir / head_comp["file"], head_runtime[1])
-            out = streaming_vs_naive(main_cand.backend, head, spec, say=say, **config.timing(0.5))
+            alt = {}
+            for label, runtime, options in head_variants(head_runtime)[1:]:
+                with contextlib.suppress(Exception):
+                    alt[label] = _open(runtime, head_dir / head_comp["file"], options)
+            out = streaming_vs_naive(main_cand.backend, head, spec, say=say, alt_heads=alt,
+                                     **config.timing(0.5))
             out["backbone"] = main_cand.name
             out["head_runtime"] = head_runtime[0]
             return out
@@ -1201,29 +1252,25 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def _cold_start_variants(runtime_dir: Path, fp32_dir: Path, work: Path, sel: dict | None) -> dict[str, Any]:
-    """What would change cold start: an OpenVINO model cache, or ONNX Runtime engines."""
+    """What would change cold start and footprint: an OpenVINO model cache, ONNX Runtime."""
     out: dict[str, Any] = {}
     runtimes = {sel["runtime"], sel["head"]["runtime"]} if sel else set()
+    variants = []
     if "openvino" in runtimes:
-        cache = work / "ov_cache"
+        variants.append(("openvino_cache_dir", runtime_dir, {"cache_dir": str(work / "ov_cache")}, True, None,
+                         "the chosen engines with OpenVinoBackend(cache_dir=...), after one priming start "
+                         "filled the cache"))
+    variants.append(("onnxruntime_chosen_files", runtime_dir, None, False, "onnxruntime",
+                     "the chosen engine files forced onto ONNX Runtime (load_engines(runtime='onnxruntime'))"))
+    variants.append(("onnxruntime_fp32", fp32_dir, None, False, "onnxruntime",
+                     "the FP32 build's files on ONNX Runtime"))
+    for name, directory, options, prime, runtime, note in variants:
         try:
-            out["openvino_cache_dir"] = cold_start(runtime_dir, 3, options={"cache_dir": str(cache)}, prime=True)
-            out["openvino_cache_dir"]["note"] = ("same engines with OpenVinoBackend(cache_dir=...), "
-                                                 "measured after one priming start filled the cache")
+            out[name] = cold_start(directory, 3, options=options, prime=prime, runtime=runtime)
+            out[name]["note"] = note
         except Exception as exc:  # noqa: BLE001
-            out["openvino_cache_dir"] = {"unavailable": _err(exc)}
-    try:
-        out["onnxruntime_fp32"] = cold_start(fp32_dir, 3, options=None) if not _is_ort_build(fp32_dir) \
-            else cold_start(fp32_dir, 3)
-        out["onnxruntime_fp32"]["note"] = "the FP32 build's engines"
-    except Exception as exc:  # noqa: BLE001
-        out["onnxruntime_fp32"] = {"unavailable": _err(exc)}
+            out[name] = {"unavailable": _err(exc), "note": note}
     return out
-
-
-def _is_ort_build(engines_dir: Path) -> bool:
-    comps = _manifest(engines_dir)["components"]
-    return all(c["runtime"] == "onnxruntime" for c in comps.values())
 
 
 def _agreement_section(config: Config, work: Path, checkpoint: Path, builds: dict[str, Any], say) -> dict[str, Any]:
@@ -1280,8 +1327,23 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["streaming_vs_naive_ratio"] = stream.get("naive_sequential_over_streaming_p50")
     h["streaming_vs_naive_batched_ratio"] = stream.get("naive_batched_over_streaming_p50")
     heads = _get(results, "head", "heads") or {}
-    n8 = next((v for v in heads.values() if v["ring_size"] == 8), None)
+    n8 = next((v for v in heads.values() if v["ring_size"] == 8 and v.get("as_built", True)), None)
     h["head_fraction_of_backbone"] = n8["fraction_of_backbone_p50"] if n8 else None
+    best8 = [v for v in heads.values() if v["ring_size"] == 8]
+    if best8:
+        b8 = min(best8, key=lambda v: v["fraction_of_backbone_p50"])
+        h["head_fraction_of_backbone_best_config"] = b8["fraction_of_backbone_p50"]
+        h["head_best_config"] = b8.get("variant")
+    insitu = _get(stream, "head_in_situ", "streaming")
+    if insitu and _get(stream, "streaming", "p50_ms"):
+        # head in a real step, over (step - head): the backbone + ring push it follows
+        h["head_fraction_in_streaming_step"] = insitu["p50_ms"] / max(1e-9, stream["streaming"]["p50_ms"] - insitu["p50_ms"])
+    alts = {k[len("naive_sequential_over_streaming["):-len("]_p50")]: v for k, v in stream.items()
+            if k.startswith("naive_sequential_over_streaming[")}
+    if alts:
+        best_alt = max(alts, key=alts.get)
+        h["streaming_vs_naive_ratio_best_head"] = alts[best_alt]
+        h["streaming_best_head"] = best_alt
     # INT8: the chosen CPU engine if it is INT8, else the fastest INT8 CPU engine measured.
     int8 = {k: v for k, v in p50.items() if lat[k]["precision"] == "int8" and lat[k]["runtime"] != "tensorrt"}
     if sel_name in int8:
@@ -1403,18 +1465,24 @@ def markdown(results: dict[str, Any]) -> str:
     head = results.get("head")
     if head:
         bb = head["backbone"]
-        lines += ["", f"## Fusion head vs one backbone call ({bb['name']}, p50 {bb['p50_ms']:.2f} ms)", "",
-                  "| head | N | p50 ms | p99 ms | fraction of backbone (p50) |", "|---|---|---|---|---|"]
+        lines += ["", f"## Fusion head vs one backbone call ({bb['name']}, p50 {bb['p50_ms']:.2f} ms, interleaved)", "",
+                  "| head configuration | runtime | N | p50 ms | p99 ms | fraction of backbone (p50) |",
+                  "|---|---|---|---|---|---|"]
         for name, e in head["heads"].items():
-            lines.append(f"| {e['runtime']} | {e['ring_size']} | {e['p50_ms']:.3f} | {e['p99_ms']:.3f} | "
-                         f"{e['fraction_of_backbone_p50']:.2%} |")
+            lines.append(f"| {e.get('variant', e['runtime'])} | {e['runtime']} {e['options'] or ''} | {e['ring_size']} | "
+                         f"{e['p50_ms']:.3f} | {e['p99_ms']:.3f} | {e['fraction_of_backbone_p50']:.2%} |")
     st = results.get("streaming")
     if st:
-        lines += ["", f"## Streaming step vs naive recompute (N={st['ring_size']}, backbone {st['backbone']})", "",
-                  "| variant | p50 ms | p99 ms | ratio to streaming (p50) |", "|---|---|---|---|"]
-        for name in ("streaming", "naive_sequential", "naive_batched"):
-            ratio = 1.0 if name == "streaming" else st[f"{name}_over_streaming_p50"]
+        lines += ["", f"## Streaming step vs naive recompute (N={st['ring_size']}, backbone {st['backbone']}, "
+                      f"head as built on {st['head_runtime']})", "",
+                  "| variant | p50 ms | p99 ms | naive_sequential / variant (p50) |", "|---|---|---|---|"]
+        for name in [k for k in st if isinstance(st[k], dict) and "p50_ms" in st[k]]:
+            ratio = st["naive_sequential"]["p50_ms"] / st[name]["p50_ms"]
             lines.append(f"| {name} | {st[name]['p50_ms']:.2f} | {st[name]['p99_ms']:.2f} | {ratio:.2f}x |")
+        if st.get("head_in_situ"):
+            lines += ["", "Head time inside the streaming step (right after the backbone call, as in a stream):", ""]
+            for label, hs in st["head_in_situ"].items():
+                lines.append(f"- {label}: head p50 {hs['p50_ms']:.3f} ms = {hs['fraction_of_step_p50']:.1%} of the step")
     e2e = results.get("end_to_end")
     if e2e:
         lines += ["", f"## End to end: {e2e['video']['size'][0]}x{e2e['video']['size'][1]} @ "
@@ -1432,7 +1500,19 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|",
                   f"| {cs['import_s']:.3f} | {cs['load_s']:.3f} | {cs['first_prediction_s']:.3f} | "
                   f"{cs['in_process_s']:.3f} | {cs['process_s']:.3f} | {cs['maxrss_mb']:.0f} | {cs['torch_imported']} |",
-                  "", f"Engines: {cs['engines']['backbone']}, {cs['engines']['head']}."]
+                  "", f"Engines: {cs['engines']['backbone']}, {cs['engines']['head']}; modules loaded: "
+                      f"{', '.join(cs.get('modules_loaded', []))}; VmHWM cross-check {_fmt(cs.get('vmhwm_mb'), 0)} MB."]
+        variants = results.get("cold_start_variants") or {}
+        if variants:
+            lines += ["", "What-if variants (same measurement, other engines/options):", "",
+                      "| variant | import s | load s | first prediction s | process total s | peak RSS MB |",
+                      "|---|---|---|---|---|---|"]
+            for name, v in variants.items():
+                if "process_s" in v:
+                    lines.append(f"| {name}: {v['note']} | {v['import_s']:.3f} | {v['load_s']:.3f} | "
+                                 f"{v['first_prediction_s']:.3f} | {v['process_s']:.3f} | {v['maxrss_mb']:.0f} |")
+                else:
+                    lines.append(f"| {name}: {v.get('note')} | unavailable: {v.get('unavailable')} | | | | |")
     roof = results.get("roofline")
     if roof:
         c, p = roof["cost"], roof["peaks"]
@@ -1560,7 +1640,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         by_rt: dict[str, list] = {}
         for e in head["heads"].values():
-            by_rt.setdefault(e["runtime"], []).append((e["ring_size"], e["fraction_of_backbone_p50"] * 100))
+            by_rt.setdefault(e.get("variant", e["runtime"]), []).append((e["ring_size"], e["fraction_of_backbone_p50"] * 100))
         for rt, pts in by_rt.items():
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=rt)

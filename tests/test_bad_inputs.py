@@ -246,7 +246,7 @@ def test_cli_bad_input(name, ctx, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["zero_byte_file", "no_decodable_frame", "manifest_of_other_model",
-                                  "unreachable_rtsp", "checkpoint_pickle_with_code"])
+                                  "unreachable_rtsp"])
 def test_verbose_adds_the_traceback(name, ctx, tmp_path):
     case = CASES[name]
     proc = cli("--verbose", *case.setup(tmp_path, ctx), cwd=tmp_path)

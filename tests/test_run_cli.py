@@ -14,6 +14,7 @@ import pytest
 from gcf_trt.cli import main
 from tests.conftest import write_video
 from tests.test_sources import MjpegServer
+from tests.test_stream import calibrated_checkpoint, calibrated_engines, calibrated_model  # noqa: F401 (fixtures)
 
 NUM_FRAMES = 24  # 6 clips with the tiny spec (clip_len = stride = 4)
 
@@ -32,8 +33,8 @@ def run_cli(*argv: str, timeout: float = 120, **kwargs) -> subprocess.CompletedP
                           timeout=timeout, env={**os.environ, "PYTHONPATH": os.getcwd()}, **kwargs)
 
 
-def test_run_writes_json_lines_and_summary(tiny_engines, video_file, capsys):
-    assert main(["run", str(video_file), "--engines", str(tiny_engines), "--top-k", "2"]) == 0
+def test_run_writes_json_lines_and_summary(calibrated_engines, video_file, capsys):
+    assert main(["run", str(video_file), "--engines", str(calibrated_engines), "--top-k", "2"]) == 0
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
     assert [p["clip_index"] for p in lines] == list(range(NUM_FRAMES // 4))
@@ -44,9 +45,9 @@ def test_run_writes_json_lines_and_summary(tiny_engines, video_file, capsys):
     assert "0 bad frames, 0 dropped frames, 0 gaps" in summary
 
 
-def test_run_jsonl_output_video_and_max_frames(tiny_engines, video_file, tmp_path, capsys):
+def test_run_jsonl_output_video_and_max_frames(calibrated_engines, video_file, tmp_path, capsys):
     jsonl, video = tmp_path / "preds.jsonl", tmp_path / "annotated.mp4"
-    assert main(["run", f"file://{video_file}", "--engines", str(tiny_engines), "--jsonl", str(jsonl),
+    assert main(["run", f"file://{video_file}", "--engines", str(calibrated_engines), "--jsonl", str(jsonl),
                  "--output", str(video), "--max-frames", "10"]) == 0
     out, err = capsys.readouterr()
     assert out == ""
@@ -56,11 +57,11 @@ def test_run_jsonl_output_video_and_max_frames(tiny_engines, video_file, tmp_pat
     assert "10 frames, 2 clips" in err
 
 
-def test_run_errors_exit_1(tiny_engines, video_file, tmp_path, capsys):
-    assert main(["run", "ftp://user:s3cret@host/v.mp4", "--engines", str(tiny_engines)]) == 1
+def test_run_errors_exit_1(calibrated_engines, video_file, tmp_path, capsys):
+    assert main(["run", "ftp://user:s3cret@host/v.mp4", "--engines", str(calibrated_engines)]) == 1
     assert main(["run", str(video_file), "--engines", str(tmp_path)]) == 1
-    assert main(["run", str(tmp_path / "missing.mp4"), "--engines", str(tiny_engines)]) == 1
-    assert main(["run", str(video_file), "--engines", str(tiny_engines), "--output", str(tmp_path / "x.gif")]) == 1
+    assert main(["run", str(tmp_path / "missing.mp4"), "--engines", str(calibrated_engines)]) == 1
+    assert main(["run", str(video_file), "--engines", str(calibrated_engines), "--output", str(tmp_path / "x.gif")]) == 1
     err = capsys.readouterr().err
     assert "error[source]: unknown source scheme 'ftp://'" in err and "s3cret" not in err
     assert "error[engine]:" in err and "no manifest.json" in err
@@ -69,20 +70,20 @@ def test_run_errors_exit_1(tiny_engines, video_file, tmp_path, capsys):
     assert err.count("hint:") == 4
 
 
-def test_show_without_display_is_a_clear_error(tiny_engines, video_file, capsys, monkeypatch):
+def test_show_without_display_is_a_clear_error(calibrated_engines, video_file, capsys, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert main(["run", str(video_file), "--engines", str(tiny_engines), "--show"]) == 1
+    assert main(["run", str(video_file), "--engines", str(calibrated_engines), "--show"]) == 1
     err = capsys.readouterr().err
     assert "--show needs" in err and "--output" in err
 
 
-def test_sigterm_flushes_lines_and_finishes_video(tiny_engines, tmp_path):
+def test_sigterm_flushes_lines_and_finishes_video(calibrated_engines, tmp_path):
     """A looping file runs until SIGTERM; every line written is whole, the video is finalised."""
     video_in = write_video(tmp_path / "in.mp4", num_frames=16)
     jsonl, video_out = tmp_path / "p.jsonl", tmp_path / "out.avi"
     proc = subprocess.Popen([sys.executable, "-m", "gcf_trt.cli", "run", str(video_in), "--engines",
-                             str(tiny_engines), "--loop", "--jsonl", str(jsonl), "--output", str(video_out)],
+                             str(calibrated_engines), "--loop", "--jsonl", str(jsonl), "--output", str(video_out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
@@ -103,7 +104,7 @@ def test_sigterm_flushes_lines_and_finishes_video(tiny_engines, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp renamed away
 
 
-def test_stream_gap_credentials_and_no_torch(tiny_engines):
+def test_stream_gap_credentials_and_no_torch(calibrated_engines):
     """An HTTP MJPEG camera that drops once: the gap is reported, the password never printed,
     and the whole `gcf-trt run` process never imports torch."""
     code = ("import sys, runpy\n"
@@ -114,7 +115,7 @@ def test_stream_gap_credentials_and_no_torch(tiny_engines):
             "sys.exit(rc)\n")
     with MjpegServer(frames_per_session=12, sessions=2) as server:
         proc = subprocess.run([sys.executable, "-c", code, "run", server.url("viewer:s3cret@"),
-                               "--engines", str(tiny_engines), "--reconnect-attempts", "2",
+                               "--engines", str(calibrated_engines), "--reconnect-attempts", "2",
                                "--reconnect-max-delay", "0.2"], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "PYTHONPATH": os.getcwd()})
     out, err = proc.stdout, proc.stderr

@@ -122,7 +122,7 @@ def long_frames(long_video):
     return read_frames(long_video)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def calibrated_model(tiny_spec_kwargs):
     """The tiny architecture with BatchNorm statistics measured on real clips.
 
@@ -145,14 +145,21 @@ def calibrated_model(tiny_spec_kwargs):
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def calibrated_engines(calibrated_model, tmp_path_factory):
-    from gcf_trt.compile.build import build_engines
+@pytest.fixture(scope="session")
+def calibrated_checkpoint(calibrated_model, tmp_path_factory):
     from gcf_trt.compile.model import save_checkpoint
-    root = tmp_path_factory.mktemp("calibrated")
-    checkpoint = save_checkpoint(calibrated_model, root / "model.pt")
-    build_engines(checkpoint, root / "engines", target="cpu", precision="fp32")
-    return root / "engines"
+    return save_checkpoint(calibrated_model, tmp_path_factory.getbasetemp() / "calibrated.pt")
+
+
+@pytest.fixture(scope="session")
+def calibrated_engines(calibrated_checkpoint, tmp_path_factory):
+    """FP32 ORT engines of ``calibrated_model``.  Built once per session even when another test
+    module imports this fixture (the directory is reused: builds are atomic)."""
+    out = tmp_path_factory.getbasetemp() / "calibrated-engines"
+    if not (out / "manifest.json").is_file():
+        from gcf_trt.compile.build import build_engines
+        build_engines(calibrated_checkpoint, out, target="cpu", precision="fp32", runtime="onnxruntime")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +324,40 @@ def test_runtime_path_never_imports_torch(calibrated_engines, tmp_path):
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_int8_engines_stream_close_to_fp32(calibrated_checkpoint, calibrated_engines, long_frames, tmp_path):
+    """INT8 (Q/DQ backbone) engines stream through the same code.  The tiny model is untrained,
+    so exact top-1 equality would be luck; instead its newest-clip descriptors must stay close
+    to FP32 (cosine) and the logits must move with FP32's from step to step (correlation after
+    removing each class's mean, so the constant bias cannot inflate it)."""
+    from gcf_trt.compile.build import build_engines
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for seed in (21, 22):
+        writer = cv2.VideoWriter(str(calib / f"c{seed}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 48))
+        for frame in varied_frames(40, seed=seed):
+            writer.write(frame)
+        writer.release()
+    build_engines(calibrated_checkpoint, tmp_path / "int8", target="cpu", precision="int8", runtime="onnxruntime",
+                  calib=calib, min_agreement=0.0, calib_clips=16)
+
+    def stream(engines_dir):
+        with StreamingClassifier(engines_dir) as clf:
+            newest = []
+            clf.listeners.append(lambda p: newest.append(clf.ring.valid_descriptors()[-1]))
+            predictions = clf.run_frames(long_frames)
+            return clf.engines.backbone.precision, predictions, np.stack(newest)
+
+    fp32_precision, fp32, fp32_desc = stream(calibrated_engines)
+    int8_precision, int8, int8_desc = stream(tmp_path / "int8")
+    assert (fp32_precision, int8_precision) == ("fp32", "int8")
+    assert [p.frame_range for p in int8] == [p.frame_range for p in fp32] and len(int8) == len(long_frames) // 4
+    cosine = (fp32_desc * int8_desc).sum(1) / np.linalg.norm(fp32_desc, axis=1) / np.linalg.norm(int8_desc, axis=1)
+    assert cosine.mean() > 0.95 and cosine.min() > 0.85, cosine
+    a = np.stack([p.logits for p in fp32])
+    b = np.stack([p.logits for p in int8])
+    assert np.abs(a - b).max() > 1e-5  # really a different (quantized) engine
+    centred = np.corrcoef((a - a.mean(0)).ravel(), (b - b.mean(0)).ravel())[0, 1]
+    assert centred > 0.8, centred
+    assert np.mean([p.label == q.label for p, q in zip(fp32, int8)]) >= 0.5

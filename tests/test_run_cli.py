@@ -9,7 +9,6 @@ import sys
 import time
 
 import cv2
-import pytest
 
 from gcf_trt.cli import main
 from tests.conftest import write_video
@@ -58,6 +57,7 @@ def test_run_jsonl_output_video_and_max_frames(calibrated_engines, video_file, t
 
 
 def test_run_errors_exit_1(calibrated_engines, video_file, tmp_path, capsys):
+    assert main(["run", str(video_file), "--engines", str(calibrated_engines), "--expect-model-hash", "0" * 16]) == 1
     assert main(["run", "ftp://user:s3cret@host/v.mp4", "--engines", str(calibrated_engines)]) == 1
     assert main(["run", str(video_file), "--engines", str(tmp_path)]) == 1
     assert main(["run", str(tmp_path / "missing.mp4"), "--engines", str(calibrated_engines)]) == 1
@@ -67,7 +67,8 @@ def test_run_errors_exit_1(calibrated_engines, video_file, tmp_path, capsys):
     assert "error[engine]:" in err and "no manifest.json" in err
     assert "error[source]:" in err and "does not exist" in err
     assert "unsupported extension '.gif'" in err
-    assert err.count("hint:") == 4
+    assert "was built for model" in err and "0000000000000000" in err
+    assert err.count("hint:") == 5
 
 
 def test_show_without_display_is_a_clear_error(calibrated_engines, video_file, capsys, monkeypatch):

@@ -220,3 +220,17 @@ def test_http_mjpeg_stream_reconnects_and_reports_the_gap():
     assert isinstance(items[12], SourceGap) and gaps[0].seconds > 0 and gaps[0].attempts == 1
     assert src.stats.reconnects == 1 and src.stats.gaps == 1
     assert frames[12].index == 12 + gaps[0].frames_missed  # indices continue past the gap
+
+
+def test_closing_a_live_threaded_source_mid_stream_is_prompt():
+    """close() while the decoder thread is reading a live stream: no crash, no hang."""
+    with MjpegServer(frames_per_session=200, sessions=1) as server:
+        src = open_source(server.url(), reconnect=Backoff(initial=5.0, max_attempts=3))
+        assert isinstance(src, ThreadedSource) and src.drop == "drop_oldest"
+        for n, item in enumerate(src):
+            if n == 3:
+                break
+        start = time.monotonic()
+        src.close()
+        assert time.monotonic() - start < 5.0
+        assert not src._thread.is_alive()

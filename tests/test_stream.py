@@ -301,7 +301,7 @@ def test_engines_errors(tmp_path, calibrated_engines):
     try:
         with pytest.raises(InputError, match="runtime/options"):
             StreamingClassifier(engines, runtime="onnxruntime")
-        with StreamingClassifier(engines) as clf:  # borrowed engines stay open after close()
+        with StreamingClassifier(engines):  # borrowed engines stay open after close()
             pass
         assert engines.backbone.session is not None
     finally:

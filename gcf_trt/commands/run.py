@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SOURCE", help="video file, camera index, /dev/videoN, rtsp:// or http(s):// URL")
     p.add_argument("--engines", required=True, metavar="DIR", help="engines directory from 'gcf-trt build'")
     p.add_argument("--runtime", default=None, help="force a runtime (onnxruntime, openvino, tensorrt)")
+    p.add_argument("--expect-model-hash", default=None, metavar="HASH",
+                   help="refuse engines built from another model (the model_hash in manifest.json)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default 5)")
     p.add_argument("--jsonl", default=None, metavar="FILE", help="write the JSON lines here instead of stdout")
@@ -162,7 +164,8 @@ def _run(args: argparse.Namespace) -> int:
         _check_display()
     options = {"threads": args.threads} if args.threads else None
     shown = redact(args.source)
-    classifier = StreamingClassifier(args.engines, runtime=args.runtime, top_k=args.top_k, options=options)
+    classifier = StreamingClassifier(args.engines, runtime=args.runtime, top_k=args.top_k, options=options,
+                                     expect_model_hash=args.expect_model_hash)
     lines, owns_lines = None, False
     source = video = None
     guard = _SignalGuard()

@@ -27,9 +27,9 @@ import re
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -206,6 +206,13 @@ class Source:
             if isinstance(item, SourceFrame):
                 yield item.image
 
+    def request_stop(self) -> None:
+        """Ask a running iteration (possibly in another thread) to end soon, releasing nothing.
+
+        :class:`ThreadedSource` calls this before :meth:`close` so a decoder thread is never
+        pulled out from under a ``VideoCapture.grab()`` it is blocked in.
+        """
+
     def close(self) -> None:
         """Release the device/file/thread.  Idempotent."""
 
@@ -258,8 +265,7 @@ class VideoCaptureSource(Source):
     MAX_CORRUPT_RUN = 32
 
     def __init__(self, spec: SourceSpec, *, loop: bool = False, fps: float | None = None, step: int = 1,
-                 reconnect: Backoff | None = None, open_timeout_ms: int = 10000, read_timeout_ms: int = 5000,
-                 sleep: Callable[[float], None] = time.sleep):
+                 reconnect: Backoff | None = None, open_timeout_ms: int = 10000, read_timeout_ms: int = 5000):
         super().__init__()
         if loop and spec.live:
             raise InputError(f"loop applies to files, not to the live source {spec.display}")
@@ -267,7 +273,7 @@ class VideoCaptureSource(Source):
         self.loop = loop
         self.reconnect = reconnect or Backoff()
         self._timeouts = (open_timeout_ms, read_timeout_ms)
-        self._sleep = sleep
+        self._stop_event = threading.Event()  # wakes a backoff sleep when the source is closed
         self._cap: cv2.VideoCapture | None = None
         self._fps: float | None = None
         self._closed = False
@@ -355,9 +361,8 @@ class VideoCaptureSource(Source):
         log.warning("source %s dropped; reconnecting", self.uri)
         attempts = 0
         for delay in self.reconnect.delays():
-            if self._closed:
+            if self._stop_event.wait(delay) or self._closed:
                 return None
-            self._sleep(delay)
             attempts += 1
             cap = self._open()
             if cap is not None:
@@ -374,8 +379,12 @@ class VideoCaptureSource(Source):
                           f"reconnect attempts ({time.monotonic() - lost_at:.1f} s)",
                           hint="check the camera/server; raise Backoff.max_attempts to wait longer")
 
-    def close(self) -> None:
+    def request_stop(self) -> None:
         self._closed = True
+        self._stop_event.set()
+
+    def close(self) -> None:
+        self.request_stop()
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -462,10 +471,13 @@ class ThreadedSource(Source):
             with self._cond:
                 self._queue.append(self._END)
                 self._cond.notify_all()
+                stopping = self._stop
+            if stopping:  # close() may have given up waiting for us: release here, in our thread
+                self.inner.close()
 
     def __iter__(self) -> Iterator[SourceFrame | SourceGap]:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._produce, name=f"gcf-source", daemon=True)
+            self._thread = threading.Thread(target=self._produce, name="gcf-source", daemon=True)
             self._thread.start()
         while True:
             with self._cond:
@@ -483,9 +495,16 @@ class ThreadedSource(Source):
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        self.inner.request_stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            # A decoder blocked in grab() returns within the read timeout; only then is it safe
+            # to release the capture.  If it is still stuck, its own exit path releases it.
+            thread.join(timeout=15)
+            if thread.is_alive():
+                log.warning("decoder thread of %s did not stop in time; it will release the source itself", self.uri)
+                return
         self.inner.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
 
 
 def open_source(uri: Any, *, loop: bool = False, fps: float | None = None, step: int = 1,

@@ -1572,8 +1572,12 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     if lat:
         fig, ax = plt.subplots(figsize=(8, 0.6 * len(lat) + 1.5))
         names = sorted(lat, key=lambda k: lat[k]["p50_ms"], reverse=True)
-        ax.boxplot([lat[n]["samples_ms"] for n in names], orientation="horizontal", tick_labels=names, whis=(1, 99),
-                   showfliers=True, flierprops={"markersize": 2})
+        data = [lat[n]["samples_ms"] for n in names]
+        style = {"whis": (1, 99), "showfliers": True, "flierprops": {"markersize": 2}}
+        try:  # matplotlib >= 3.10
+            ax.boxplot(data, orientation="horizontal", tick_labels=names, **style)
+        except TypeError:  # older matplotlib
+            ax.boxplot(data, vert=False, labels=names, **style)
         ax.set_xscale("log")
         ax.set_xlabel("backbone latency per clip, ms (log; whiskers p1-p99)")
         ax.set_title("Backbone latency, B=1, interleaved round-robin")

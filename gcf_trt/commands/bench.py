@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of: backbone,head,streaming,end_to_end,cold_start,"
                         "roofline,ort_sweep,agreement")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 if any section raised (CI); an unavailable backend is not an error")
     p.set_defaults(func=_bench)
 
 
@@ -58,5 +60,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"{t['status']:4s}  {t['key']:28s} {value:>8s}  (target {t['target']})")
     print(f"wrote {', '.join(str(Path(f)) for f in files)}")
     if results.get("errors"):
-        print(f"sections with errors: {', '.join(results['errors'])}")
+        print(f"sections with errors: {', '.join(results['errors'])} (details in latest.json 'errors')")
+        if args.strict:
+            return 1
     return 0

@@ -406,10 +406,11 @@ class StreamingClassifier:
         from .sources import Source, SourceGap, open_source
         src = source if isinstance(source, Source) else open_source(source, **source_options)
         owns = src is not source
+        dropped_before = self._state.dropped_frames  # a classifier may run several sources
         try:
             count = 0
             for item in src:
-                self.note_dropped(src.stats.frames_dropped)
+                self.note_dropped(dropped_before + src.stats.frames_dropped)
                 if isinstance(item, SourceGap):
                     self.note_gap(item.frames_missed, item.seconds, item.reason)
                     continue
@@ -419,7 +420,7 @@ class StreamingClassifier:
                     yield prediction
                 if max_frames is not None and count >= max_frames:
                     break
-            self.note_dropped(src.stats.frames_dropped)
+            self.note_dropped(dropped_before + src.stats.frames_dropped)
         finally:
             if owns:
                 src.close()

@@ -361,3 +361,31 @@ def test_int8_engines_stream_close_to_fp32(calibrated_checkpoint, calibrated_eng
     centred = np.corrcoef((a - a.mean(0)).ravel(), (b - b.mean(0)).ravel())[0, 1]
     assert centred > 0.8, centred
     assert np.mean([p.label == q.label for p, q in zip(fp32, int8)]) >= 0.5
+
+
+def test_run_records_gaps_from_a_live_source(calibrated_engines):
+    """run() on a loopback HTTP camera that drops once: the gap lands in state, the clip in
+    progress is discarded, indices continue past the missed frames, then the bounded retries end."""
+    from gcf_trt.errors import SourceError
+    from gcf_trt.runtime.sources import Backoff
+    from tests.test_sources import MjpegServer
+    predictions = []
+    with MjpegServer(frames_per_session=14, sessions=2) as server, StreamingClassifier(calibrated_engines) as clf:
+        with pytest.raises(SourceError, match="did not come back"):
+            for p in clf.run(server.url(), reconnect=Backoff(initial=0.05, maximum=0.1, max_attempts=1)):
+                predictions.append(p)
+        state = clf.state
+    assert len(state.gaps) == 1 and state.gaps[0].at_frame == 14 and state.gaps[0].seconds > 0
+    # 14 frames per session: clips 0-2 use frames 0-11, frames 12-13 are discarded by the gap,
+    # then 3 more clips start right after the missed frames.
+    after = 14 + state.gaps[0].frames_missed
+    assert [p.gates[-1].frame_range for p in predictions] == [
+        (0, 3), (4, 7), (8, 11), (after, after + 3), (after + 4, after + 7), (after + 8, after + 11)]
+    assert state.frames_seen == 28 and state.clips == 6
+
+
+def test_frame_index_follows_the_source(calibrated_engines, long_frames):
+    """Indices passed by a source that dropped frames show up in the clip ranges."""
+    with StreamingClassifier(calibrated_engines) as clf:
+        predictions = [p for i, f in enumerate(long_frames[:8]) if (p := clf.push(f, frame_index=10 * i))]
+    assert [p.gates[-1].frame_range for p in predictions] == [(0, 30), (40, 70)]

@@ -7,8 +7,7 @@ import argparse
 
 import cv2
 
-from gcf_trt.runtime import SourceGap, StreamingClassifier, open_source, redact
-from gcf_trt.runtime.draw import draw_prediction
+from gcf_trt.runtime import SourceGap, StreamingClassifier, draw_prediction, open_source, redact
 
 parser = argparse.ArgumentParser()
 parser.add_argument("uri", help="file, camera index, /dev/videoN, rtsp:// or http(s):// URL")

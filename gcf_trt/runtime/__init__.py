@@ -11,9 +11,11 @@ from .engines import Engines, load_engines
 from .ring import ClipInfo, DescriptorRing
 from .sources import (Backoff, IteratorSource, Source, SourceFrame, SourceGap, ThreadedSource,
                       VideoCaptureSource, gstreamer_available, open_source, parse_uri, redact)
-from .stream import ClipAssembler, ClipGate, GapRecord, Prediction, StreamingClassifier, StreamState
+from .stream import (ClipAssembler, ClipGate, GapRecord, Prediction, StreamingClassifier, StreamState,
+                     measure_stage_costs)
+from .draw import draw_prediction
 
 __all__ = ["Backoff", "ClipAssembler", "ClipGate", "ClipInfo", "DescriptorRing", "Engines", "GapRecord",
            "IteratorSource", "Prediction", "Source", "SourceFrame", "SourceGap", "StreamState",
-           "StreamingClassifier", "ThreadedSource", "VideoCaptureSource", "gstreamer_available",
-           "load_engines", "open_source", "parse_uri", "redact"]
+           "StreamingClassifier", "ThreadedSource", "VideoCaptureSource", "draw_prediction",
+           "gstreamer_available", "load_engines", "measure_stage_costs", "open_source", "parse_uri", "redact"]

@@ -389,3 +389,11 @@ def test_frame_index_follows_the_source(calibrated_engines, long_frames):
     with StreamingClassifier(calibrated_engines) as clf:
         predictions = [p for i, f in enumerate(long_frames[:8]) if (p := clf.push(f, frame_index=10 * i))]
     assert [p.gates[-1].frame_range for p in predictions] == [(0, 30), (40, 70)]
+
+
+def test_measure_stage_costs(calibrated_engines):
+    from gcf_trt.runtime import measure_stage_costs
+    with load_engines(calibrated_engines) as engines:
+        costs = measure_stage_costs(engines, iterations=3, warmup=1)
+    assert costs["backbone_ms"] > 0 and costs["head_ms"] > 0
+    assert costs["head_share"] == pytest.approx(costs["head_ms"] / (costs["head_ms"] + costs["backbone_ms"]))

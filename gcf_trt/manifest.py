@@ -78,6 +78,9 @@ def read_manifest(engines_dir: str | os.PathLike) -> dict[str, Any]:
         comp = manifest.get("components", {}).get(name)
         if not isinstance(comp, dict) or "file" not in comp or "runtime" not in comp:
             raise EngineError(f"{path}: component {name!r} is missing or incomplete")
+        if not isinstance(comp["file"], str) or comp["file"] in ("", ".", "..") or Path(comp["file"]).name != comp["file"]:
+            raise EngineError(f"{path}: component {name!r} names {comp['file']!r}, not a file inside the "
+                              f"engines directory (refused: a manifest must not point elsewhere)")
     manifest["spec_obj"] = ModelSpec.from_dict(manifest["spec"])
     return manifest
 

@@ -137,6 +137,8 @@ def test_credentials_never_reach_output_files_or_logs(tiny_engines, tmp_path):
     assert f"http://***@127.0.0.1:{server.httpd.server_address[1]}/stream.mjpg?token=***" in proc.stderr
     written = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert SECRET.encode() not in written
+    # the run ended in an error: the partial annotated video was discarded, no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
 
 
 def test_credentials_never_reach_log_records(caplog):

@@ -415,13 +415,19 @@ def backbone_candidates(fp32_onnx: Path, int8_onnx: Path | None, int8_reason: st
 
 
 def selected_engine(cpu_build: dict[str, Any]) -> dict[str, Any] | None:
-    """The backbone the CPU build chose: its manifest component plus the ``selection`` section."""
+    """The backbone the CPU build chose: the manifest ``selection.chosen`` (runtime, precision,
+    file; the backbone component when there is no selection section) with the component's
+    options, plus the head component."""
     if not cpu_build.get("ok"):
         return None
     manifest = cpu_build["manifest"]
     comp = manifest["components"]["backbone"]
-    return {"runtime": comp["runtime"], "precision": comp.get("precision"), "file": comp["file"],
-            "options": comp.get("options") or {}, "selection": manifest.get("selection"),
+    selection = manifest.get("selection") or {}
+    chosen = selection.get("chosen") if isinstance(selection.get("chosen"), dict) else {}
+    return {"runtime": chosen.get("runtime", comp["runtime"]),
+            "precision": chosen.get("precision", comp.get("precision")),
+            "file": chosen.get("file", comp["file"]), "options": comp.get("options") or {},
+            "selection": manifest.get("selection"), "source": "selection.chosen" if chosen else "components.backbone",
             "head": manifest["components"]["head"], "dir": cpu_build["dir"]}
 
 
@@ -1142,7 +1148,7 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
     results["builds"] = {k: ({kk: vv for kk, vv in v.items() if kk != "manifest"} if isinstance(v, dict) else v)
                          for k, v in builds.items()}
     results["builds"]["fp32_backbone"] = builds["fp32"]["manifest"]["components"]["backbone"]
-    results["selected_cpu_engine"] = ({k: sel[k] for k in ("runtime", "precision", "file", "options", "selection")}
+    results["selected_cpu_engine"] = ({k: sel[k] for k in ("runtime", "precision", "file", "options", "selection", "source")}
                                       if sel else {"unavailable": builds["cpu"].get("reason")})
 
     # ---- backbone latency on every backend

@@ -224,6 +224,8 @@ def _check_failure(case: Case, proc: subprocess.CompletedProcess, tmp: Path, ver
     errors = [line for line in err.splitlines() if line.startswith("error[")]
     hints = [line for line in err.splitlines() if line.startswith("hint: ")]
     assert len(errors) == 1 and len(hints) == 1, err          # one message, one fix
+    if not verbose:  # and no library noise around it (OpenCV / FFmpeg warnings)
+        assert not [line for line in err.splitlines() if "WARN" in line or line.startswith("[")], err
     assert errors[0].startswith(f"error[{case.kind}]: "), err
     for fragment in case.expect:                              # what and where
         assert fragment in errors[0], (fragment, errors[0])

@@ -153,6 +153,9 @@ def _run(args: argparse.Namespace) -> int:
         # its credentials; silence them unless --verbose.  Read when OpenCV's FFMPEG backend
         # initialises, so this must happen before the first capture is opened.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        # OpenCV's own warnings (e.g. "backend is generally available but can't be used to capture
+        # by name" for a refused stream) would precede the one error line; read at cv2's first log.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     from ..runtime.sources import Backoff, SourceGap, open_source, redact
     from ..runtime.stream import StreamingClassifier
 

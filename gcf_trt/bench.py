@@ -1024,6 +1024,106 @@ def int8_agreement(checkpoint: Path, work: Path, calib_dir: Path | None, eval_vi
             "build_manifest_agreement": (builds["cpu"].get("manifest") or {}).get("agreement")}
 
 
+# ---------------------------------------------------------------------------- what-ifs
+def _shift_matmul_head(model):
+    """The GCF head with its five shifted sums written as one MatMul by a constant 0/1 matrix.
+
+    Same weights and maths as :class:`gcf_trt.compile.model.GCFHead` (``_shift`` is a Slice +
+    Concat per offset); only the graph is smaller.  A what-if for the head's per-op overhead.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    head, n = model.head, model.spec.ring_size
+
+    class ShiftMatmulHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = head
+            shift = torch.zeros(n, 5 * n)
+            for k, s in enumerate(head.offsets):  # out[i] += z_k[i - s]
+                for i in range(n):
+                    if 0 <= i - s < n:
+                        shift[i, k * n + i - s] = 1.0
+            self.register_buffer("shift", shift)
+
+        def forward(self, descriptors, mask):
+            h = self.h
+            mask = mask.to(descriptors.dtype)
+            m = mask.unsqueeze(-1)
+            x = F.relu(h.proj(descriptors)) * m
+            z = h.fuse(x).unflatten(-1, (5, h.hidden)).transpose(1, 2).flatten(1, 2)  # [B, 5N, E]
+            f = (x + F.relu(h.fuse_bias + self.shift @ z)) * m
+            gates = torch.sigmoid(h.gate(f).squeeze(-1)) * mask
+            keep = (gates >= h.select_ratio * gates.amax(dim=1, keepdim=True)).to(f.dtype) * mask
+            w = gates * keep
+            video = (w.unsqueeze(-1) * f).sum(1) / (w.sum(1, keepdim=True) + 1e-6)
+            return h.classifier(video), gates
+
+    return ShiftMatmulHead().eval()
+
+
+def whatif_head_graph(model, built_head: Path, work: Path, backbone_name: str, backbone_fn, *,
+                      say, **timing) -> dict[str, Any]:
+    """Built head vs a smaller head graph (:func:`_shift_matmul_head`), both ONNX Runtime 1 thread."""
+    import onnx
+    import torch
+    from .compile.export import HEAD_INPUTS, HEAD_OUTPUTS, _export
+    path = work / "head_shift_matmul.onnx"
+    batch = torch.export.Dim("batch", min=1, max=256)
+    spec = model.spec
+    example = (torch.randn(2, spec.ring_size, spec.dim), torch.ones(2, spec.ring_size))
+    _export(_shift_matmul_head(model), example, path, HEAD_INPUTS, HEAD_OUTPUTS,
+            {"descriptors": {0: batch}, "mask": {0: batch}})
+    rng = np.random.default_rng(3)
+    feeds = {"descriptors": rng.standard_normal((4, spec.ring_size, spec.dim)).astype(np.float32),
+             "mask": np.ones((4, spec.ring_size), np.float32)}
+    feeds["mask"][0, : spec.ring_size // 2] = 0
+    built = _open("onnxruntime", built_head, {"threads": 1})
+    alt = _open("onnxruntime", path, {"threads": 1})
+    a, b = built.infer(feeds), alt.infer(feeds)
+    diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    one = {k: np.ascontiguousarray(v[:1]) for k, v in feeds.items()}
+    say("what-if: head graph size")
+    samples = interleaved({"backbone": backbone_fn, "built": lambda: built.infer(one),
+                           "shift_matmul": lambda: alt.infer(one)}, **timing)
+    stats = {k: summarize(v) for k, v in samples.items()}
+    return {"nodes": {"built": len(onnx.load(str(built_head)).graph.node), "shift_matmul": len(onnx.load(str(path)).graph.node)},
+            "max_abs_output_diff": diff, "backbone": backbone_name, "runtime": "onnxruntime threads=1",
+            "p50_ms": {k: v["p50_ms"] for k, v in stats.items()},
+            "fraction_of_backbone_p50": {k: stats[k]["p50_ms"] / stats["backbone"]["p50_ms"]
+                                         for k in ("built", "shift_matmul")},
+            "shift_matmul_over_built_p50": stats["shift_matmul"]["p50_ms"] / stats["built"]["p50_ms"]}
+
+
+def whatif_resize(spec, video: Path, *, say, **timing) -> dict[str, Any]:
+    """The preprocessing's resize (INTER_AREA in one step) vs exact 2x INTER_AREA then the rest."""
+    import cv2
+    from .preprocess import Preprocessor
+    cap = cv2.VideoCapture(str(video))
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        raise RuntimeError(f"cannot read {video}")
+    prep = Preprocessor(spec)
+    h, w = frame.shape[:2]
+    scale = spec.resize_short / min(h, w)
+    size = (max(spec.size, round(w * scale)), max(spec.size, round(h * scale)))
+    half = (w // 2, h // 2)
+    one = lambda: cv2.resize(frame, size, interpolation=cv2.INTER_AREA)  # noqa: E731
+    two = lambda: cv2.resize(cv2.resize(frame, half, interpolation=cv2.INTER_AREA), size,  # noqa: E731
+                             interpolation=cv2.INTER_AREA)
+    d = np.abs(one().astype(np.float32) - two().astype(np.float32))
+    say("what-if: preprocessing resize")
+    samples = interleaved({"preprocess_frame": lambda: prep(frame), "resize_one_step": one,
+                           "resize_two_step": two}, **timing)
+    stats = {k: summarize(v)["p50_ms"] for k, v in samples.items()}
+    return {"frame": [w, h], "resized_to": list(size), "p50_ms": stats,
+            "two_step_over_one_step_p50": stats["resize_two_step"] / stats["resize_one_step"],
+            "pixel_abs_diff_0_255": {"mean": float(d.mean()), "max": float(d.max())}}
+
+
 # ============================================================================ orchestration
 class Config:
     """What one benchmark run does (``quick`` = tiny model and counts, for CI)."""
@@ -1063,7 +1163,8 @@ class Config:
 HEADLINE_KEYS = ("streaming_vs_naive_ratio", "head_fraction_of_backbone", "int8_vs_torch_speedup",
                  "fp32_vs_torch_speedup", "int8_top1_agreement", "runtime_rss_mb", "cold_start_s",
                  "realtime_factor", "cpu_engine_vs_best_ratio")
-SECTIONS = ("backbone", "head", "streaming", "end_to_end", "cold_start", "roofline", "ort_sweep", "agreement")
+SECTIONS = ("backbone", "head", "streaming", "end_to_end", "cold_start", "roofline", "ort_sweep", "agreement",
+            "whatif")
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime", "root", "matplotlib")
 
 
@@ -1205,6 +1306,11 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
             return out
         results["streaming"] = _section(results, "streaming", say, streaming_section)
 
+    if "whatif" in config.sections and not config.quick:
+        results["whatif_head_graph"] = _section(results, "whatif_head_graph", say, lambda: whatif_head_graph(
+            model, head_dir / head_comp["file"], work, main_cand.name, fns[main_cand.name], say=say,
+            **config.timing(0.25)))
+
     # Free the in-process backends before the end-to-end and cold-start runs.
     for c in cands:
         if c.backend is not None and hasattr(c.backend, "close"):
@@ -1220,6 +1326,10 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
             return out
         say("end to end on a 30 fps 640x480 video")
         results["end_to_end"] = _section(results, "end_to_end", say, e2e_section)
+        video = work / "e2e_640x480_30fps.mp4"
+        if "whatif" in config.sections and not config.quick and video.is_file():
+            results["whatif_resize"] = _section(results, "whatif_resize", say, lambda: whatif_resize(
+                spec, video, say=say, **config.timing(0.25)))
 
     if "cold_start" in config.sections:
         say("cold start in fresh processes")
@@ -1549,6 +1659,22 @@ def markdown(results: dict[str, Any]) -> str:
             for name, e in sweep["configs"].items():
                 lines.append(f"| {name}{' (project default)' if name == sweep['project_default'] else ''} | "
                              f"{e['p50_ms']:.2f} | {e['vs_project_default_p50']:.2f}x |")
+    wh, wr = results.get("whatif_head_graph"), results.get("whatif_resize")
+    if wh or wr:
+        lines += ["", "## What-ifs (measured in this run; proposals for other files)", ""]
+    if wh:
+        lines.append(f"- Head graph: the built head ({wh['nodes']['built']} nodes) vs the same maths with the five "
+                     f"shifted sums as one MatMul ({wh['nodes']['shift_matmul']} nodes), both {wh['runtime']}: p50 "
+                     f"{wh['p50_ms']['built']:.3f} vs {wh['p50_ms']['shift_matmul']:.3f} ms "
+                     f"({wh['shift_matmul_over_built_p50']:.2f}x), = {wh['fraction_of_backbone_p50']['built']:.2%} vs "
+                     f"{wh['fraction_of_backbone_p50']['shift_matmul']:.2%} of a {wh['backbone']} call; max |output "
+                     f"difference| {wh['max_abs_output_diff']:.1e}.")
+    if wr:
+        lines.append(f"- Preprocessing resize {wr['frame'][0]}x{wr['frame'][1]} -> {wr['resized_to'][0]}x{wr['resized_to'][1]}: "
+                     f"INTER_AREA in one step p50 {wr['p50_ms']['resize_one_step']:.3f} ms vs exact 2x INTER_AREA then "
+                     f"the rest {wr['p50_ms']['resize_two_step']:.3f} ms ({wr['two_step_over_one_step_p50']:.2f}x); "
+                     f"whole Preprocessor call {wr['p50_ms']['preprocess_frame']:.3f} ms; pixel difference mean "
+                     f"{wr['pixel_abs_diff_0_255']['mean']:.2f}, max {wr['pixel_abs_diff_0_255']['max']:.0f} (of 255).")
     agr = results.get("agreement")
     if agr:
         lines += ["", "## INT8 agreement with FP32", "", f"Model: {agr.get('model')}.  Videos: {agr.get('videos')}.", ""]
@@ -1630,10 +1756,10 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
             if peak:
                 ax.plot(xs, np.minimum(peak, bw * xs), color=colors[kind], lw=1.2,
                         label=f"{kind} ceiling: {peak:.0f} GFLOP/s measured, {bw:.0f} GB/s")
-        for name, pt in roof["points"].items():
+        for i, (name, pt) in enumerate(sorted(roof["points"].items(), key=lambda kv: kv[1]["gflops"])):
             ax.scatter(pt["arithmetic_intensity"], pt["gflops"], color=colors[pt["compute_class"]], zorder=3)
-            ax.annotate(name, (pt["arithmetic_intensity"], pt["gflops"]), fontsize=7,
-                        xytext=(4, 2), textcoords="offset points")
+            ax.annotate(f"{name} ({pt['gflops']:.0f})", (pt["arithmetic_intensity"], pt["gflops"]), fontsize=7,
+                        xytext=(5, -10 + 9 * (i % 3)), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("arithmetic intensity, FLOP per byte (conv inputs+weights+outputs moved once)")

@@ -171,3 +171,25 @@ def test_quick_run_markdown_reports_targets(quick_run):
     for key, *_ in bench.TARGETS:
         assert f"`{key}`" in md
     assert any(s in md for s in ("**PASS**", "**MISS**"))
+
+
+def test_shift_matmul_head_what_if_is_the_same_maths(tiny_model):
+    import torch
+    alt = bench._shift_matmul_head(tiny_model)
+    n, d = tiny_model.spec.ring_size, tiny_model.spec.dim
+    x = torch.randn(3, n, d)
+    mask = torch.ones(3, n)
+    mask[0, : n // 2] = 0
+    with torch.no_grad():
+        ref, got = tiny_model.head(x, mask), alt(x, mask)
+    for a, b in zip(ref, got):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resize_what_if_reports_times_and_pixel_difference(tmp_path):
+    from gcf_trt.spec import ModelSpec
+    video = bench.write_video(tmp_path / "v.mp4", seconds=0.2)
+    out = bench.whatif_resize(ModelSpec(), video, say=lambda m: None, warmup=1, iters=3)
+    assert out["frame"] == [640, 480] and out["resized_to"] == [171, 128]
+    assert all(positive_finite(v) for v in out["p50_ms"].values())
+    assert 0 <= out["pixel_abs_diff_0_255"]["mean"] <= out["pixel_abs_diff_0_255"]["max"] <= 255

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds per interleaved comparison in a full run (default 45)")
     p.add_argument("--sections", default=None,
                    help="comma-separated subset of: backbone,head,streaming,end_to_end,cold_start,"
-                        "roofline,ort_sweep,agreement")
+                        "roofline,ort_sweep,agreement,whatif")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if any section raised (CI); an unavailable backend is not an error")

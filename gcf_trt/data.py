@@ -5,7 +5,9 @@ torch-free (numpy + OpenCV): the demo generates its test video without importing
 A video (``W x H`` = 128 x 96, 64-128 frames) shows one *actor* (an arrow-like polygon) over a
 textured background that pans, with 1-2 clutter objects doing a random walk, camera noise
 and brightness flicker.  The actor performs the labelled action during one contiguous window
-covering 25-50 % of the frames (``start``..``end`` inclusive, written to ``labels.csv``).
+covering 25-50 % of the frames (``start``..``end`` inclusive, written to ``labels.csv``), at a
+speed independent of the window's length (a translation that leaves the frame re-enters on
+the other side; growing / shrinking restarts at the size limit).
 Outside the window the actor idles (small jitter) and makes short *bursts* (6-10 frames) of
 action-like motion.  The bursts' classes do not depend on the label: each video draws a
 *distractor class* uniformly from all classes (the label included) and most bursts use it.
@@ -47,6 +49,9 @@ CSV_FIELDS = ("file", "label", "label_index", "start", "end", "num_frames", "see
 X_MIN, X_MAX = 34.0, 94.0
 Y_MIN, Y_MAX = 20.0, 76.0
 S_MIN, S_MAX = 0.55, 1.7
+# An action's translation wraps around this range (the object leaves the view and re-enters).
+WRAP_X = (8.0, 120.0)
+WRAP_Y = (2.0, 94.0)
 
 # Arrow-like polygon (unit radius): elongated and asymmetric, so rotation is visible.
 _ARROW = np.array([[1.0, 0.0], [0.1, 0.55], [0.1, 0.22], [-0.9, 0.22], [-0.9, -0.22],
@@ -193,7 +198,7 @@ def plan_video(seed: int, index: int, label: int | None = None,
     # action window
     for t in range(start, end + 1):
         u = t - start
-        x[t], y[t], ang[t], sc[t], bounce[t] = _apply(lab, motion, x0, y0, a0, s0, u)
+        x[t], y[t], ang[t], sc[t], bounce[t] = _apply(lab, motion, x0, y0, a0, s0, u, wrap=True)
     # idle before (backwards from the start) and after, with bursts
     burst_at = {}
     for bs, be, cls in bursts:
@@ -226,9 +231,11 @@ def plan_video(seed: int, index: int, label: int | None = None,
             cs = float(np.clip(cs, S_MIN, S_MAX))
             x[t], y[t], ang[t], sc[t], bounce[t] = cx, cy, ca, cs, 0.0
 
-    # before the action: walk forwards from the start pose (home = the action's first pose)
+    # idle before the action (home = the action's first pose) and after it (home = its last
+    # pose, brought back into the box if the action wrapped it outside)
     idle_walk(range(0, start), x[start], y[start], ang[start], sc[start])
-    idle_walk(range(end + 1, num), x[end], y[end], ang[end], sc[end])
+    idle_walk(range(end + 1, num), float(np.clip(x[end], X_MIN, X_MAX)), float(np.clip(y[end], Y_MIN, Y_MAX)),
+              ang[end], sc[end])
     actor = ObjectTrack(x, y + bounce, ang, sc, radius, _color(rng))
 
     clutter = []
@@ -269,54 +276,44 @@ def _wrap(a: float) -> float:
     return (a + math.pi) % (2 * math.pi) - math.pi
 
 
-def _motion_params(rng: np.random.Generator, cls: int, dur: int | None) -> dict:
-    """Speed of a motion; for the action (``dur`` given) sized to cross the allowed box."""
+def _motion_params(rng: np.random.Generator, cls: int, dur: int | None = None) -> dict:
+    """Speed of a motion.  Actions and bursts draw from the same distributions, so one clip
+    of a burst looks like one clip of an action (``dur`` is accepted for API stability)."""
     name = CLASSES[cls]
     if name in ("move_left", "move_right"):
-        span = rng.uniform(0.65, 0.95) * (X_MAX - X_MIN)
-        v = span / dur if dur else rng.uniform(1.2, 3.5)
-        return {"v": v}
+        return {"v": rng.uniform(1.8, 3.5)}
     if name in ("move_up", "move_down"):
-        span = rng.uniform(0.65, 0.95) * (Y_MAX - Y_MIN)
-        v = span / dur if dur else rng.uniform(1.0, 3.0)
-        return {"v": v}
+        return {"v": rng.uniform(1.5, 3.0)}
     if name in ("rotate_cw", "rotate_ccw"):
         return {"w": math.radians(rng.uniform(7.0, 14.0))}
     if name in ("grow", "shrink"):
-        ratio = rng.uniform(2.0, 2.8)
-        rate = ratio ** (1.0 / dur) if dur else rng.uniform(1.035, 1.08)
-        return {"rate": rate, "ratio": ratio}
+        return {"rate": rng.uniform(1.04, 1.08)}
     if name == "bounce":
-        return {"amp": rng.uniform(7.0, 11.0), "period": rng.uniform(7.0, 11.0)}
+        return {"amp": rng.uniform(9.0, 14.0), "period": rng.uniform(7.0, 11.0)}
     raise AssertionError(name)
 
 
 def _action_start(rng: np.random.Generator, cls: int, p: dict) -> tuple[float, float, float, float]:
-    name = CLASSES[cls]
     x = rng.uniform(X_MIN + 8, X_MAX - 8)
     y = rng.uniform(Y_MIN + 8, Y_MAX - 8)
-    s = rng.uniform(0.85, 1.15)
+    s = rng.uniform(0.8, 1.25)
     a = rng.uniform(-math.pi, math.pi)
-    span_x, span_y = (X_MAX - X_MIN), (Y_MAX - Y_MIN)
-    if name == "move_left":
-        x = X_MAX - rng.uniform(0, 0.3) * (span_x - (X_MAX - X_MIN) * 0.65)
-    elif name == "move_right":
-        x = X_MIN + rng.uniform(0, 0.3) * (span_x - (X_MAX - X_MIN) * 0.65)
-    elif name == "move_up":
-        y = Y_MAX - rng.uniform(0, 0.3) * (span_y - (Y_MAX - Y_MIN) * 0.65)
-    elif name == "move_down":
-        y = Y_MIN + rng.uniform(0, 0.3) * (span_y - (Y_MAX - Y_MIN) * 0.65)
-    elif name == "grow":
-        s = S_MIN + 0.05
-    elif name == "shrink":
-        s = S_MAX - 0.05
-    elif name == "bounce":
-        y = rng.uniform(Y_MIN + 12, Y_MAX - 4)
+    if CLASSES[cls] == "bounce":
+        y = rng.uniform(Y_MIN + 14, Y_MAX - 4)
     return float(x), float(y), float(s), float(a)
 
 
-def _apply(cls: int, p: dict, x: float, y: float, a: float, s: float, u: int):
-    """Pose ``u`` frames into a motion of class ``cls`` from pose (x, y, a, s)."""
+def _wrap_into(v: float, lo: float, hi: float) -> float:
+    return lo + (v - lo) % (hi - lo)
+
+
+def _apply(cls: int, p: dict, x: float, y: float, a: float, s: float, u: int, wrap: bool = False):
+    """Pose ``u`` frames into a motion of class ``cls`` from pose (x, y, a, s).
+
+    ``wrap`` (the action): a translation leaving the frame re-enters on the other side and a
+    growth / shrink past the size limits restarts, so a long action keeps its speed.  Without
+    it (bursts) the pose is clamped to the allowed box.
+    """
     name = CLASSES[cls]
     b = 0.0
     if name == "move_left":
@@ -337,9 +334,14 @@ def _apply(cls: int, p: dict, x: float, y: float, a: float, s: float, u: int):
         s = s / p["rate"] ** u
     elif name == "bounce":
         b = -p["amp"] * abs(math.sin(math.pi * u / p["period"]))
-    x = float(np.clip(x, X_MIN, X_MAX))
-    y = float(np.clip(y, Y_MIN, Y_MAX))
-    s = float(np.clip(s, S_MIN, S_MAX))
+    if wrap:
+        x = _wrap_into(x, WRAP_X[0], WRAP_X[1])
+        y = _wrap_into(y, WRAP_Y[0], WRAP_Y[1])
+        s = math.exp(_wrap_into(math.log(s), math.log(S_MIN), math.log(S_MAX)))
+    else:
+        x = float(np.clip(x, X_MIN, X_MAX))
+        y = float(np.clip(y, Y_MIN, Y_MAX))
+        s = float(np.clip(s, S_MIN, S_MAX))
     return x, y, a, s, b
 
 

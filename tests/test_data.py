@@ -31,26 +31,34 @@ def _measure(plan, frames):
 
 @pytest.mark.parametrize("label", range(len(CLASSES)))
 def test_label_matches_the_rendered_motion(label):
+    """Measure the actor in the action window from clean renders; only the labelled motion happens.
+
+    Per-frame medians make the measure robust to the wrap-around of long actions (a
+    translation re-entering on the other side, a growth restarting at the size limit).
+    """
     plan = plan_video(seed=3, index=label, label=label)
     name = CLASSES[label]
     assert plan.label_name == name
-    frames = range(plan.start, plan.end + 1)
     length = plan.end - plan.start + 1
     assert 0.24 <= length / plan.num_frames <= 0.51
-    stats, turned = _measure(plan, frames)
-    (x0, y0, a0, _), (x1, y1, a1, _) = stats[0], stats[-1]
-    moved = {"move_left": x1 - x0 < -15, "move_right": x1 - x0 > 15,
-             "move_up": y1 - y0 < -15, "move_down": y1 - y0 > 15}
-    for other, happened in moved.items():
-        assert happened == (name == other), (name, other, x1 - x0, y1 - y0)
-    assert (a1 / a0 > 1.8) == (name == "grow"), (name, a1 / a0)
-    assert (a1 / a0 < 1 / 1.8) == (name == "shrink"), (name, a1 / a0)
-    # image y points down, so a growing image angle turns clockwise on screen
-    assert (turned > 60) == (name == "rotate_cw"), (name, turned)
-    assert (turned < -60) == (name == "rotate_ccw"), (name, turned)
-    dy = np.diff(stats[:, 1])
-    ups_and_downs = int(np.sum(np.diff(np.sign(dy[np.abs(dy) > 0.3])) != 0))
-    assert (ups_and_downs >= 3 and np.ptp(stats[:, 1]) > 5) == (name == "bounce"), (name, ups_and_downs)
+    # the middle of the window, where the actor is fully inside the frame most of the time
+    stats, _ = _measure(plan, range(plan.start, plan.end + 1))
+    inside = (stats[:, 0] > 16) & (stats[:, 0] < 112) & (stats[:, 1] > 14) & (stats[:, 1] < 82)
+    step = np.diff(stats, axis=0)[inside[1:] & inside[:-1]]
+    dx, dy = np.median(step[:, 0]), np.median(step[:, 1])
+    area_rate = np.median(np.exp(np.diff(np.log(stats[:, 2]))[inside[1:] & inside[:-1]]))
+    dtheta = (step[:, 3] + math.pi / 2) % math.pi - math.pi / 2   # orientation is defined mod 180 deg
+    turn = float(np.degrees(np.median(dtheta)))
+    facts = {"move_left": dx < -1.2, "move_right": dx > 1.2, "move_up": dy < -1.0, "move_down": dy > 1.0,
+             "grow": area_rate > 1.05, "shrink": area_rate < 1 / 1.05,
+             # image y points down, so a growing image angle turns clockwise on screen
+             "rotate_cw": turn > 4, "rotate_ccw": turn < -4}
+    for other, happened in facts.items():
+        assert happened == (name == other), (name, other, dx, dy, area_rate, turn)
+    ys = stats[:, 1]
+    dys = np.diff(ys)
+    ups_and_downs = int(np.sum(np.diff(np.sign(dys[np.abs(dys) > 0.3])) != 0))
+    assert (ups_and_downs >= 3 and np.ptp(ys) > 6) == (name == "bounce"), (name, ups_and_downs, np.ptp(ys))
 
 
 def test_plan_is_deterministic_and_seed_dependent():

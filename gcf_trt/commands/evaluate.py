@@ -1,0 +1,31 @@
+"""``gcf-trt eval``: the paper-style accuracy table on a labelled held-out set."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="central clip vs average vs GCF (vs engines) on labelled videos")
+    p.add_argument("--checkpoint", required=True, help="gcf-trt checkpoint (.pt)")
+    p.add_argument("--videos", required=True, help="labelled videos (make-videos output, labels.csv)")
+    p.add_argument("--engines", action="append", default=[],
+                   help="engines directory built from this checkpoint (repeatable: e.g. fp32 and int8)")
+    p.add_argument("--out-json", default="benchmarks/results/accuracy.json")
+    p.add_argument("--out-md", default="benchmarks/results/accuracy.md")
+    p.add_argument("--per-video", default=None, help="also write per-video rows (gates, segments) here")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N videos")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate, markdown_table, write_report
+    report = evaluate(args.checkpoint, args.videos, args.engines, limit=args.limit, threads=args.threads)
+    report["command"] = "gcf-trt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_report(report, args.out_json, args.out_md, args.per_video)
+    print(markdown_table(report))
+    print(f"wrote {Path(args.out_json)} and {Path(args.out_md)}")
+    return 0

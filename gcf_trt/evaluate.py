@@ -1,0 +1,305 @@
+"""Paper-style evaluation on a labelled held-out set: central clip, average, GCF, engines.
+
+Every video is decoded with OpenCV and cut into clips with
+:func:`gcf_trt.preprocess.clips_from_frames` (the offline reference of the stream's clip
+assembly), once; the PyTorch model and each engines directory see those same clip arrays.
+
+*Whole-video head.*  The head fuses ``N = spec.ring_size`` slots.  A video of ``K <= N`` clips
+is one left-padded ring (mask 0 in the empty slots, exactly as the stream's ring while it
+fills), so GCF sees every clip of the video.  The demo model uses ``ring_size = 16`` and
+videos of at most 128 frames = 16 clips, so this is the only case in our tables.  For longer
+videos (``K > N``) the head runs on windows of N clips with a step of N/2, the last window
+ending at the last clip; the video's logits are the mean over windows and a clip's gate the
+maximum over the windows that contain it.
+
+Metrics:
+    central_clip_top1: the clip classifier on the central clip (the paper's "central clip").
+    average_top1: mean of the clip classifier's logits over all clips ("dense clips averaged").
+    gcf_top1: the GCF head over all clips (PyTorch FP32).
+    engines: for each engines directory, GCF top-1 through the compiled backbone + head, and
+        its agreement with PyTorch; ``int8_top1`` is the one whose components are INT8.
+    segment_tiou: mean temporal IoU between the ground-truth action and the best-scoring
+        segment :func:`gcf_trt.segments.segments_from_gates` finds in the PyTorch gates.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .data import VideoSet
+from .errors import InputError
+from .manifest import write_json_atomic
+from .preprocess import clips_from_frames
+from .segments import Segment, segments_from_gates, temporal_iou
+
+HeadFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+BackboneFn = Callable[[np.ndarray], np.ndarray]
+
+
+def head_windows(k: int, n: int) -> list[tuple[int, int]]:
+    """Clip index windows ``[a, b)`` the head is run on for a video of ``k`` clips."""
+    if k <= n:
+        return [(0, k)]
+    step = max(1, n // 2)
+    starts = list(range(0, k - n + 1, step))
+    if starts[-1] != k - n:
+        starts.append(k - n)
+    return [(a, a + n) for a in starts]
+
+
+def fuse_video(desc: np.ndarray, n: int, head: HeadFn) -> tuple[np.ndarray, np.ndarray]:
+    """GCF over a whole video's descriptors ``[K, D]`` -> (logits ``[C]``, gates ``[K]``)."""
+    k, d = desc.shape
+    wins = head_windows(k, n)
+    x = np.zeros((len(wins), n, d), np.float32)
+    mask = np.zeros((len(wins), n), np.float32)
+    for w, (a, b) in enumerate(wins):
+        x[w, n - (b - a):] = desc[a:b]
+        mask[w, n - (b - a):] = 1
+    logits, gates = head(x, mask)
+    gate = np.zeros(k, np.float32)
+    for w, (a, b) in enumerate(wins):
+        gate[a:b] = np.maximum(gate[a:b], gates[w, n - (b - a):])
+    return logits.mean(0), gate
+
+
+def batched(fn: BackboneFn, clips: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([fn(clips[i:i + batch]) for i in range(0, len(clips), batch)])
+
+
+# ----------------------------------------------------------------------------- per video
+@dataclass
+class VideoResult:
+    name: str
+    label: int
+    start: int
+    end: int
+    num_frames: int
+    ranges: list[tuple[int, int]]
+    central: int
+    average: int
+    gcf: int
+    gates: np.ndarray
+    segments: list[Segment]
+    tiou: float
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def torch_fns(model) -> tuple[BackboneFn, HeadFn]:
+    import torch
+
+    @torch.no_grad()
+    def backbone(clips: np.ndarray) -> np.ndarray:
+        return model.backbone(torch.from_numpy(clips)).numpy()
+
+    @torch.no_grad()
+    def head(x: np.ndarray, mask: np.ndarray):
+        logits, gates = model.head(torch.from_numpy(x), torch.from_numpy(mask))
+        return logits.numpy(), gates.numpy()
+
+    return backbone, head
+
+
+def engine_fns(engines) -> tuple[BackboneFn, HeadFn]:
+    def backbone(clips: np.ndarray) -> np.ndarray:
+        return engines.backbone.infer({"clip": np.ascontiguousarray(clips, np.float32)})["descriptor"]
+
+    def head(x: np.ndarray, mask: np.ndarray):
+        out = engines.head.infer({"descriptors": x, "mask": mask})
+        return out["logits"], out["gates"]
+
+    return backbone, head
+
+
+def baseline_predictions(model, desc: np.ndarray) -> tuple[int, int]:
+    """(central clip, average of clip logits) predictions of one video's descriptors ``[K, D]``."""
+    import torch
+    with torch.no_grad():
+        d = torch.from_numpy(desc)[None]
+        mask = torch.ones(1, len(desc))
+        central = int(model.central_clip_logits(d, mask).argmax(-1))
+        average = int(model.average_logits(d, mask).argmax(-1))
+    return central, average
+
+
+def best_segment_tiou(segments: Sequence[Segment], start: int, end: int) -> float:
+    """tIoU of the highest-scoring segment with the ground truth (0 when there is none)."""
+    if not segments:
+        return 0.0
+    best = max(segments, key=lambda s: s.score)
+    return temporal_iou((best.start, best.end), (start, end))
+
+
+def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
+             engines_dirs: Sequence[str | os.PathLike] = (), *, limit: int | None = None,
+             threads: int = 1, progress: bool = True, segment_options: dict | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint (and optionally engines) on a labelled video directory.
+
+    Returns the report dict (see the module docstring); ``report["videos"]`` has per-video rows.
+    """
+    import torch
+    from .compile.model import load_checkpoint, model_hash
+    from .runtime.engines import load_engines
+
+    torch.set_num_threads(threads)
+    model = load_checkpoint(checkpoint)
+    spec = model.spec
+    label_index = {name: i for i, name in enumerate(spec.labels)}
+    vs = VideoSet(videos_dir)
+    n_videos = len(vs) if limit is None else min(limit, len(vs))
+    seg_opts = dict(segment_options or {})
+    t_backbone, t_head = torch_fns(model)
+    engines = []
+    for path in engines_dirs:
+        eng = load_engines(path, expect_model_hash=model_hash(model))
+        if eng.spec.to_dict() != spec.to_dict():
+            raise InputError(f"{path} was built with another spec than {checkpoint}")
+        engines.append((str(path), eng, *engine_fns(eng)))
+    results: list[VideoResult] = []
+    it = range(n_videos)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="eval", unit="video")
+    t0 = time.time()
+    try:
+        for i in it:
+            frames, rec = vs[i]
+            if rec.label not in label_index:
+                raise InputError(f"{rec.path.name}: label {rec.label!r} is not one of the model's labels")
+            clips, ranges = clips_from_frames(frames, spec)
+            if len(clips) == 0:
+                continue
+            desc = batched(t_backbone, clips)
+            central, average = baseline_predictions(model, desc)
+            logits, gates = fuse_video(desc, spec.ring_size, t_head)
+            segs = segments_from_gates(gates, ranges, **seg_opts)
+            r = VideoResult(rec.path.name, label_index[rec.label], rec.start, rec.end, len(frames), ranges,
+                            central, average, int(logits.argmax()), gates, segs,
+                            best_segment_tiou(segs, rec.start, rec.end))
+            for name, _, e_backbone, e_head in engines:
+                e_desc = batched(e_backbone, clips)
+                e_logits, e_gates = fuse_video(e_desc, spec.ring_size, e_head)
+                r.engines[name] = {"pred": int(e_logits.argmax()), "gates": e_gates}
+            results.append(r)
+    finally:
+        for _, eng, *_ in engines:
+            eng.close()
+    if not results:
+        raise InputError(f"no video in {videos_dir} is long enough for one clip")
+    report = summarize(results, spec.labels)
+    report.update({
+        "checkpoint": str(checkpoint), "model_hash": model_hash(model), "videos_dir": str(videos_dir),
+        "seed": _seed_of(vs), "num_videos": len(results), "num_clips": int(sum(len(r.ranges) for r in results)),
+        "ring_size": spec.ring_size, "max_clips_per_video": int(max(len(r.ranges) for r in results)),
+        "seconds": round(time.time() - t0, 1),
+    })
+    eng_rows = {}
+    for name, eng, *_ in engines:
+        comps = eng.manifest.get("components", {})
+        precision = comps.get("backbone", {}).get("precision", "?")
+        preds = np.array([r.engines[name]["pred"] for r in results])
+        labels = np.array([r.label for r in results])
+        torch_preds = np.array([r.gcf for r in results])
+        eng_rows[name] = {"precision": precision, "backbone_precision": precision,
+                          "head_precision": comps.get("head", {}).get("precision", "?"),
+                          "runtime": comps.get("backbone", {}).get("runtime", "?"),
+                          "top1": float((preds == labels).mean()),
+                          "agreement_with_pytorch": float((preds == torch_preds).mean()),
+                          "max_gate_diff": float(max(np.abs(r.engines[name]["gates"] - r.gates).max()
+                                                     for r in results))}
+    report["engines"] = eng_rows
+    int8 = [row for row in eng_rows.values() if row["precision"] == "int8"]
+    fp32 = [row for row in eng_rows.values() if row["precision"] == "fp32"]
+    report["int8_top1"] = int8[0]["top1"] if int8 else None
+    report["fp32_engine_top1"] = fp32[0]["top1"] if fp32 else None
+    if not int8:
+        report["int8_note"] = "no INT8 engines directory was evaluated (pass --engines DIR of an int8 build)"
+    report["videos"] = [{"file": r.name, "label": spec.labels[r.label], "start": r.start, "end": r.end,
+                         "central": spec.labels[r.central], "average": spec.labels[r.average],
+                         "gcf": spec.labels[r.gcf], "tiou": round(r.tiou, 4),
+                         "gates": [round(float(g), 4) for g in r.gates],
+                         "segments": [s.to_dict() for s in r.segments]} for r in results]
+    return report
+
+
+def _seed_of(vs: VideoSet):
+    seeds = sorted({r.seed for r in vs.records})
+    return seeds[0] if len(seeds) == 1 else seeds
+
+
+def summarize(results: Sequence[VideoResult], labels: Sequence[str]) -> dict[str, Any]:
+    """Top-1 of each method, per-class GCF accuracy and mean tIoU over ``results``."""
+    y = np.array([r.label for r in results])
+    out = {
+        "central_clip_top1": float((np.array([r.central for r in results]) == y).mean()),
+        "average_top1": float((np.array([r.average for r in results]) == y).mean()),
+        "gcf_top1": float((np.array([r.gcf for r in results]) == y).mean()),
+        "segment_tiou": float(np.mean([r.tiou for r in results])),
+        "segment_recall_at_0.5": float(np.mean([r.tiou >= 0.5 for r in results])),
+    }
+    per_class = {}
+    for c, name in enumerate(labels):
+        sel = y == c
+        if sel.any():
+            per_class[name] = {"n": int(sel.sum()),
+                               "central": float((np.array([r.central for r in results])[sel] == c).mean()),
+                               "average": float((np.array([r.average for r in results])[sel] == c).mean()),
+                               "gcf": float((np.array([r.gcf for r in results])[sel] == c).mean())}
+    out["per_class"] = per_class
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+def markdown_table(report: dict[str, Any]) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+    lines = [
+        f"# Accuracy on {report['num_videos']} held-out videos (seed {report['seed']})", "",
+        f"Checkpoint `{report['checkpoint']}` (model {report['model_hash']}); videos `{report['videos_dir']}`; "
+        f"{report['num_clips']} clips, ring of {report['ring_size']} slots (max {report['max_clips_per_video']} "
+        f"clips per video: the head sees every clip).", "",
+        f"Command: `{report.get('command', '')}`", "",
+        "| method | top-1 (%) |", "|---|---|",
+        f"| central clip | {pct(report['central_clip_top1'])} |",
+        f"| average of clip logits (all clips) | {pct(report['average_top1'])} |",
+        f"| GCF fusion (PyTorch FP32) | {pct(report['gcf_top1'])} |",
+    ]
+    for name, row in report.get("engines", {}).items():
+        lines.append(f"| GCF engines {row['precision']} ({row['runtime']}, `{name}`) | {pct(row['top1'])} "
+                     f"(agrees with PyTorch on {pct(row['agreement_with_pytorch'])} %) |")
+    if report.get("int8_top1") is None:
+        lines.append(f"| GCF INT8 engines | n/a: {report.get('int8_note', '')} |")
+    lines += ["", f"GCF - average: {100 * (report['gcf_top1'] - report['average_top1']):+.2f} points; "
+              f"GCF - central clip: {100 * (report['gcf_top1'] - report['central_clip_top1']):+.2f} points.", "",
+              f"Temporal localization from the gates: mean tIoU {report['segment_tiou']:.3f} "
+              f"(best-scoring segment vs ground truth); tIoU >= 0.5 on "
+              f"{pct(report['segment_recall_at_0.5'])} % of the videos.", "",
+              "| class | n | central | average | GCF |", "|---|---|---|---|---|"]
+    for name, row in report["per_class"].items():
+        lines.append(f"| {name} | {row['n']} | {pct(row['central'])} | {pct(row['average'])} | {pct(row['gcf'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], json_path: str | os.PathLike, md_path: str | os.PathLike,
+                 per_video_path: str | os.PathLike | None = None) -> None:
+    """Write the summary JSON (no per-video rows), the markdown table and optionally the rows."""
+    summary = {k: v for k, v in report.items() if k != "videos"}
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(json_path), summary)
+    md = Path(md_path)
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text(markdown_table(report))
+    os.replace(tmp, md)
+    if per_video_path:
+        write_json_atomic(Path(per_video_path), report["videos"])
+
+
+def command_line() -> str:
+    return " ".join(["gcf-trt", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("gcf-trt") else " ".join(sys.argv)

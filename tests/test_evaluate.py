@@ -1,0 +1,89 @@
+"""The accuracy table on a tiny set: keys, ranges, and agreement with a direct computation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gcf_trt.compile.model import GCFNet, save_checkpoint  # noqa: E402
+from gcf_trt.data import make_videos, read_labels, read_video  # noqa: E402
+from gcf_trt.evaluate import evaluate, fuse_video, head_windows, markdown_table, write_report  # noqa: E402
+from gcf_trt.preprocess import clips_from_frames  # noqa: E402
+from gcf_trt.train import TrainConfig  # noqa: E402
+
+TINY = dict(width=4, clip_len=4, stride=4, size=32, resize_short=36, ring_size=32, head_hidden=16)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    make_videos(root / "videos", 4, seed=9)
+    torch.manual_seed(3)
+    model = GCFNet(TrainConfig(**TINY).spec()).eval()
+    ckpt = save_checkpoint(model, root / "m.pt")
+    return root, model, ckpt
+
+
+def test_head_windows():
+    assert head_windows(5, 16) == [(0, 5)]
+    assert head_windows(16, 16) == [(0, 16)]
+    assert head_windows(20, 16) == [(0, 16), (4, 20)]
+    assert head_windows(40, 16) == [(0, 16), (8, 24), (16, 32), (24, 40)]
+
+
+def test_fuse_video_pads_left_like_the_ring():
+    calls = []
+
+    def head(x, mask):
+        calls.append((x.copy(), mask.copy()))
+        return np.ones((len(x), 3)), mask * 0.5
+
+    desc = np.arange(12, dtype=np.float32).reshape(3, 4)
+    logits, gates = fuse_video(desc, 5, head)
+    x, mask = calls[0]
+    assert mask.tolist() == [[0, 0, 1, 1, 1]]
+    np.testing.assert_array_equal(x[0, 2:], desc)
+    assert gates.tolist() == [0.5, 0.5, 0.5]
+
+
+def test_eval_table_matches_a_direct_computation(setup, tmp_path):
+    root, model, ckpt = setup
+    report = evaluate(ckpt, root / "videos", progress=False)
+    for key in ("central_clip_top1", "average_top1", "gcf_top1", "segment_tiou"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["int8_top1"] is None and "int8_note" in report
+    assert report["num_videos"] == 4 and report["seed"] == 9
+    # direct computation
+    hits = {"central": 0, "average": 0, "gcf": 0}
+    with torch.no_grad():
+        for rec in read_labels(root / "videos"):
+            clips, _ = clips_from_frames(read_video(rec.path), model.spec)
+            desc = model.backbone(torch.from_numpy(clips))[None]
+            mask = torch.ones(1, desc.shape[1])
+            hits["central"] += int(model.central_clip_logits(desc, mask).argmax()) == rec.label_index
+            hits["average"] += int(model.average_logits(desc, mask).argmax()) == rec.label_index
+            logits, _ = model(torch.from_numpy(clips)[None])   # K <= ring_size: one head call
+            hits["gcf"] += int(logits.argmax()) == rec.label_index
+    assert report["central_clip_top1"] == hits["central"] / 4
+    assert report["average_top1"] == hits["average"] / 4
+    assert report["gcf_top1"] == hits["gcf"] / 4
+    tious = [v["tiou"] for v in report["videos"]]
+    assert report["segment_tiou"] == pytest.approx(np.mean(tious), abs=1e-4)
+    write_report(report, tmp_path / "a.json", tmp_path / "a.md")
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["gcf_top1"] == report["gcf_top1"] and "videos" not in saved
+    assert "| GCF fusion (PyTorch FP32) |" in markdown_table(report)
+
+
+def test_eval_through_fp32_engines_agrees_with_pytorch(setup):
+    from gcf_trt.compile.build import build_engines
+    root, model, ckpt = setup
+    build_engines(ckpt, root / "engines", target="cpu", precision="fp32", runtime="onnxruntime")
+    report = evaluate(ckpt, root / "videos", [root / "engines"], progress=False)
+    row = report["engines"][str(root / "engines")]
+    assert row["precision"] == "fp32"
+    assert row["agreement_with_pytorch"] == 1.0 and row["max_gate_diff"] < 1e-4
+    assert report["fp32_engine_top1"] == report["gcf_top1"]

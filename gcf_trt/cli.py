@@ -26,6 +26,7 @@ COMMANDS = {
     "train": "gcf_trt.commands.train",
     "eval": "gcf_trt.commands.evaluate",
     "make-videos": "gcf_trt.commands.train",
+    "demo": "gcf_trt.commands.demo",
     "bench": "gcf_trt.commands.bench",
     "export-triton": "gcf_trt.commands.triton",
 }

@@ -319,7 +319,7 @@ def prepare_engines(checkpoint: Path, work: Path, calib_dir: Path, say: Callable
         try:
             from .compile.precision import calibration_clips, quantize_int8
             spec = _spec_of(work / "fp32")
-            clips = calibration_clips(calib_dir, spec, max_clips=16)
+            clips = calibration_clips(calib_dir, spec, max_clips=64)  # the build's --calib-clips default
             int8_file = work / "backbone_int8.onnx"
             builds["int8_direct"] = quantize_int8(work / "fp32" / "backbone.onnx", int8_file, clips)
             int8_source = ("gcf_trt.compile.precision.quantize_int8 (called by the bench: "
@@ -1021,6 +1021,8 @@ def int8_agreement(checkpoint: Path, work: Path, calib_dir: Path | None, eval_vi
     return {"checkpoint": str(checkpoint), "int8_file": int8.name, "int8_source": builds["int8_source"],
             "num_eval_videos": len(eval_videos), "num_clips": int(len(clips)), "per_runtime": results,
             "selected": {k: sel[k] for k in ("runtime", "precision", "file", "options")} if sel else None,
+            "builds": {k: {"ok": v.get("ok"), "reason": v.get("reason"), "argv": v.get("argv")}
+                       for k, v in builds.items() if isinstance(v, dict) and "ok" in v},
             "build_manifest_agreement": (builds["cpu"].get("manifest") or {}).get("agreement")}
 
 
@@ -1686,6 +1688,14 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"- {runtime}: {r}")
         if agr.get("unavailable"):
             lines.append(f"- unavailable: {agr['unavailable']}")
+        lines.append(f"- INT8 file: {agr.get('int8_source')}")
+        for name, b in (agr.get("builds") or {}).items():
+            if not b.get("ok"):
+                lines.append(f"- `gcf-trt build {' '.join(map(str, b.get('argv') or []))}` refused: {b.get('reason')}")
+        if agr.get("selected"):
+            sel_ = agr["selected"]
+            lines.append(f"- `gcf-trt build --target cpu` on this model chose {sel_['runtime']} {sel_['precision']} "
+                         f"({sel_['file']})")
     if results.get("errors"):
         lines += ["", "## Sections that failed", ""]
         for name, e in results["errors"].items():

@@ -16,6 +16,9 @@ Metrics:
     central_clip_top1: the clip classifier on the central clip (the paper's "central clip").
     average_top1: mean of the clip classifier's logits over all clips ("dense clips averaged").
     gcf_top1: the GCF head over all clips (PyTorch FP32).
+    diagnostics: gated_average_top1 (clip logits weighted by GCF's gates) and
+        oracle_action_average_top1 (clip logits averaged over the true action clips), see
+        :func:`diagnostic_predictions`.
     engines: for each engines directory, GCF top-1 through the compiled backbone + head, and
         its agreement with PyTorch; ``int8_top1`` is the one whose components are INT8.
     segment_tiou: mean temporal IoU between the ground-truth action and the best-scoring
@@ -33,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .data import VideoSet
+from .data import VideoSet, clip_overlap
 from .errors import InputError
 from .manifest import write_json_atomic
 from .preprocess import clips_from_frames
@@ -86,6 +89,8 @@ class VideoResult:
     central: int
     average: int
     gcf: int
+    gated_average: int
+    oracle_average: int
     gates: np.ndarray
     segments: list[Segment]
     tiou: float
@@ -127,6 +132,24 @@ def baseline_predictions(model, desc: np.ndarray) -> tuple[int, int]:
         central = int(model.central_clip_logits(d, mask).argmax(-1))
         average = int(model.average_logits(d, mask).argmax(-1))
     return central, average
+
+
+def diagnostic_predictions(model, desc: np.ndarray, gates: np.ndarray, overlap: np.ndarray) -> tuple[int, int]:
+    """Two diagnostics that split GCF's gain into "which clips" and "how they are fused".
+
+    gated average: the clip classifier's logits averaged with GCF's gates as weights (GCF's
+    clip selection, the baselines' classifier).  oracle average: the clip classifier's logits
+    averaged over the ground-truth action clips (overlap >= 0.5; all clips when none is) -
+    what averaging reaches with a perfect selector.
+    """
+    import torch
+    with torch.no_grad():
+        clip_logits = model.clip_logits(torch.from_numpy(desc)).numpy()
+    w = gates.astype(np.float64)
+    gated = int((clip_logits * w[:, None]).sum(0).argmax()) if w.sum() > 0 else int(clip_logits.mean(0).argmax())
+    sel = overlap >= 0.5
+    oracle = int(clip_logits[sel if sel.any() else slice(None)].mean(0).argmax())
+    return gated, oracle
 
 
 def best_segment_tiou(segments: Sequence[Segment], start: int, end: int) -> float:
@@ -179,9 +202,10 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
             desc = batched(t_backbone, clips)
             central, average = baseline_predictions(model, desc)
             logits, gates = fuse_video(desc, spec.ring_size, t_head)
+            gated, oracle = diagnostic_predictions(model, desc, gates, clip_overlap(ranges, rec.start, rec.end))
             segs = segments_from_gates(gates, ranges, **seg_opts)
             r = VideoResult(rec.path.name, label_index[rec.label], rec.start, rec.end, len(frames), ranges,
-                            central, average, int(logits.argmax()), gates, segs,
+                            central, average, int(logits.argmax()), gated, oracle, gates, segs,
                             best_segment_tiou(segs, rec.start, rec.end))
             for name, _, e_backbone, e_head in engines:
                 e_desc = batched(e_backbone, clips)
@@ -241,6 +265,10 @@ def summarize(results: Sequence[VideoResult], labels: Sequence[str]) -> dict[str
         "central_clip_top1": float((np.array([r.central for r in results]) == y).mean()),
         "average_top1": float((np.array([r.average for r in results]) == y).mean()),
         "gcf_top1": float((np.array([r.gcf for r in results]) == y).mean()),
+        "diagnostics": {
+            "gated_average_top1": float((np.array([r.gated_average for r in results]) == y).mean()),
+            "oracle_action_average_top1": float((np.array([r.oracle_average for r in results]) == y).mean()),
+        },
         "segment_tiou": float(np.mean([r.tiou for r in results])),
         "segment_recall_at_0.5": float(np.mean([r.tiou >= 0.5 for r in results])),
     }
@@ -276,6 +304,12 @@ def markdown_table(report: dict[str, Any]) -> str:
                      f"(agrees with PyTorch on {pct(row['agreement_with_pytorch'])} %) |")
     if report.get("int8_top1") is None:
         lines.append(f"| GCF INT8 engines | n/a: {report.get('int8_note', '')} |")
+    diag = report.get("diagnostics", {})
+    if diag:
+        lines += [f"| *diagnostic:* clip logits averaged with GCF's gates as weights | "
+                  f"{pct(diag['gated_average_top1'])} |",
+                  f"| *diagnostic:* clip logits averaged over the ground-truth action clips (oracle) | "
+                  f"{pct(diag['oracle_action_average_top1'])} |"]
     lines += ["", f"GCF - average: {100 * (report['gcf_top1'] - report['average_top1']):+.2f} points; "
               f"GCF - central clip: {100 * (report['gcf_top1'] - report['central_clip_top1']):+.2f} points.", "",
               f"Temporal localization from the gates: mean tIoU {report['segment_tiou']:.3f} "

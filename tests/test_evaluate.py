@@ -55,6 +55,8 @@ def test_eval_table_matches_a_direct_computation(setup, tmp_path):
     for key in ("central_clip_top1", "average_top1", "gcf_top1", "segment_tiou"):
         assert 0.0 <= report[key] <= 1.0
     assert report["int8_top1"] is None and "int8_note" in report
+    assert set(report["diagnostics"]) == {"gated_average_top1", "oracle_action_average_top1"}
+    assert all(0.0 <= v <= 1.0 for v in report["diagnostics"].values())
     assert report["num_videos"] == 4 and report["seed"] == 9
     # direct computation
     hits = {"central": 0, "average": 0, "gcf": 0}

@@ -376,7 +376,10 @@ def _tensorrt_reason() -> str:
             from cuda import cudart  # type: ignore
         except ImportError as exc:
             return f"cuda-python is not installed ({exc})"
-    err, count = cudart.cudaGetDeviceCount()
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # noqa: BLE001
+        return f"cudaGetDeviceCount failed: {_err(exc)}"
     if int(err) != 0 or count < 1:
         return f"no CUDA device (cudaGetDeviceCount: {err}, {count})"
     return ""
@@ -390,7 +393,21 @@ def _ov_bf16_reason() -> str | None:
     return None if supports_bf16() else "this CPU has no BF16 (OpenVINO OPTIMIZATION_CAPABILITIES lacks BF16)"
 
 
-def backbone_candidates(fp32_onnx: Path, int8_onnx: Path | None, int8_reason: str) -> list[Candidate]:
+def trt_builds(checkpoint: Path, work: Path, calib_dir: Path, say) -> dict[str, dict[str, Any]]:
+    """``gcf-trt build --target trt`` FP16 and INT8, only where TensorRT and a GPU answer."""
+    reason = _tensorrt_reason()
+    if reason:
+        return {prec: {"ok": False, "reason": reason} for prec in ("fp16", "int8")}
+    out = {}
+    for prec in ("fp16", "int8"):
+        say(f"gcf-trt build --target trt --precision {prec}")
+        argv = ["--target", "trt", "--precision", prec] + (["--calib", calib_dir] if prec == "int8" else [])
+        out[prec] = build(checkpoint, work / f"trt_{prec}", say, argv)
+    return out
+
+
+def backbone_candidates(fp32_onnx: Path, int8_onnx: Path | None, int8_reason: str,
+                        trt: dict[str, dict[str, Any]] | None = None) -> list[Candidate]:
     """Every backbone configuration of the comparison, available or not (with the reason)."""
     from .runtime.backends import available_runtimes
     status = available_runtimes()
@@ -407,10 +424,14 @@ def backbone_candidates(fp32_onnx: Path, int8_onnx: Path | None, int8_reason: st
     add("openvino_bf16", "openvino", "bf16", fp32_onnx, {"inference_precision": "bf16"},
         extra_reason=None if status.get("openvino") else _ov_bf16_reason())
     add("openvino_int8", "openvino", "int8", int8_onnx, {"inference_precision": "f32"}, extra_reason=no_int8)
-    trt = _tensorrt_reason() if status.get("tensorrt") is None else status["tensorrt"]
     for prec in ("fp16", "int8"):
-        cands.append(Candidate(f"tensorrt_{prec}", "tensorrt", prec,
-                               unavailable=trt or "TensorRT engines are not built by this benchmark yet"))
+        b = (trt or {}).get(prec) or {"ok": False, "reason": status.get("tensorrt") or "not built"}
+        if b.get("ok"):
+            comp = b["manifest"]["components"]["backbone"]
+            cands.append(Candidate(f"tensorrt_{prec}", "tensorrt", prec, Path(b["dir"]) / comp["file"],
+                                   comp.get("options") or {}))
+        else:
+            cands.append(Candidate(f"tensorrt_{prec}", "tensorrt", prec, unavailable=b.get("reason")))
     return cands
 
 
@@ -1255,7 +1276,9 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
                                       if sel else {"unavailable": builds["cpu"].get("reason")})
 
     # ---- backbone latency on every backend
-    cands = backbone_candidates(fp32_dir / "backbone.onnx", int8_file, builds.get("int8_source", ""))
+    trt = trt_builds(checkpoint, work / "engines", calib, say)
+    results["builds"]["tensorrt"] = {k: {kk: vv for kk, vv in v.items() if kk != "manifest"} for k, v in trt.items()}
+    cands = backbone_candidates(fp32_dir / "backbone.onnx", int8_file, builds.get("int8_source", ""), trt)
     selected_cand = match_candidate(cands, sel) if sel else None
     if sel and selected_cand is None:
         path = Path(sel["dir"]) / sel["file"]

@@ -1417,7 +1417,11 @@ def _cold_start_variants(runtime_dir: Path, fp32_dir: Path, work: Path, sel: dic
 def _agreement_section(config: Config, work: Path, checkpoint: Path, builds: dict[str, Any], say) -> dict[str, Any]:
     """Agreement on the trained demo model if there is one, else on the benchmark model."""
     demo = config.demo_checkpoint if config.demo_checkpoint and config.demo_checkpoint.is_file() else None
-    if demo:
+    if config.quick:  # quick proves the code path on the benchmark's own builds (no extra builds)
+        demo = None
+        note = ("NOT a trained model: quick mode measures agreement on the benchmark's random-weights "
+                "model (it proves the code path; the figure means little)")
+    elif demo:
         note = f"trained demo checkpoint {demo.name}"
     else:
         note = ("NOT a trained model: gcf_trt/assets/demo.pt does not exist, so this is the benchmark's "

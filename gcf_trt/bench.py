@@ -1818,6 +1818,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=rt)
         ax.axhline(1.0, color="red", ls="--", lw=1, label="1% target")
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("ring size N")
         ax.set_ylabel(f"head p50, % of one backbone call ({head['backbone']['name']})")
         ax.set_xticks(sorted({e["ring_size"] for e in head["heads"].values()}))

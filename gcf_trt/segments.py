@@ -89,7 +89,6 @@ class SegmentTracker:
         self._run_high = False
         self._pending: tuple[int, int] | None = None  # last candidate (first, last), may still merge
         self._last_final = -1                 # ring mode: last clip index taken
-        self._ring_offset = 0                 # ring mode: clip_index -> push index
         self._latest: list[tuple[int, tuple[int, int], float]] = []
         self.segments: list[Segment] = []     # every segment completed so far
         self._out: list[Segment] = []         # completed by the current call

@@ -12,13 +12,19 @@ Recipe (see docs/ACCURACY.md):
    class here"), so the clip classifier used by the central-clip and averaging baselines is
    not forced to guess a class from background.  A training-only linear *actionness* probe on
    the descriptor (BCE against the clip's overlap fraction) makes the descriptor carry "is this
-   the action" for the gates.  Augmentation: horizontal flip with label swap
-   (left <-> right, cw <-> ccw).
+   the action" for the gates.  Each epoch takes every action clip and a fresh random subset of
+   ``background_ratio`` x as many background clips.  Augmentations (:class:`Augment`):
+   horizontal / vertical flips and time reversal with their label swaps, RGB channel
+   permutation, brightness gain.
 3. **Fusion head** on cached descriptors of whole videos (backbone frozen; original and
    flipped videos): cross-entropy on the video label + ``gate_weight`` x BCE between each
    clip's gate and its overlap fraction (gate supervision, which also makes the gates usable
    for temporal localization, :mod:`gcf_trt.segments`).  Videos are left-padded to
-   ``ring_size`` slots with mask 0 exactly like the streaming ring.
+   ``ring_size`` slots with mask 0 exactly like the streaming ring; the cached set holds each
+   video once as is and once mirrored and/or reversed.
+
+``threads`` defaults to 1: on a 2-core box shared with other jobs, 2 torch threads made a
+training step ~10x slower (OpenMP workers spin-waiting for a core).
 """
 from __future__ import annotations
 

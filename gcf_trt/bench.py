@@ -1585,9 +1585,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"Model: {spec['backbone']} {spec['backbone_args'] or '(default args)'}, clip "
               f"{spec['clip_len']}x{spec['size']}x{spec['size']}, ring N={spec['ring_size']}, "
               f"{results['model']['weights']}.", ""]
-    lines += ["## Targets", "", "| figure | target | measured | status | margin |", "|---|---|---|---|---|"]
+    lines += ["## Targets", "", "Margin: how far past (+) or short of (-) the target, relative to it (for a "
+              "<= target, target / measured - 1).", "",
+              "| figure | target | measured | status | margin |", "|---|---|---|---|---|"]
     for t in results.get("targets", []):
-        margin = "" if t["margin"] is None else f"{t['margin']:.2f}x of target"
+        margin = "" if t["margin"] is None else (f"{t['margin'] - 1:+.1%} vs target" if t["margin"] < 10
+                                                  else f"{t['margin']:.0f}x the target")
         lines.append(f"| {t['what']} (`{t['key']}`) | {t['target']} | {_fmt(t['value'], 3)} | "
                      f"**{t['status']}** | {margin} |")
     lines.append("")

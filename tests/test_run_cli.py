@@ -9,6 +9,7 @@ import sys
 import time
 
 import cv2
+import pytest
 
 from gcf_trt.cli import main
 from tests.conftest import write_video
@@ -128,3 +129,35 @@ def test_stream_gap_credentials_and_no_torch(calibrated_engines):
     summary = next(line for line in err.splitlines() if line.startswith("gcf-trt run:"))
     assert "24 frames" in summary and "1 gaps" in summary
     assert len(out.splitlines()) >= 4  # clips before and after the gap
+
+
+@pytest.fixture(scope="module")
+def demo_engines(tmp_path_factory):
+    """FP32 engines of the bundled, trained demo model (gates mean something on it)."""
+    pytest.importorskip("torch")
+    from importlib.resources import files
+    from gcf_trt.compile.build import build_engines
+    out = tmp_path_factory.mktemp("demo") / "engines"
+    build_engines(str(files("gcf_trt") / "assets" / "demo.pt"), out, precision="fp32", runtime="onnxruntime")
+    return out
+
+
+def test_run_reports_action_segments(demo_engines, tmp_path):
+    """`gcf-trt run` turns the gates into action segments: completed ones ride on the prediction
+    lines, and the stream's segments end the stderr report; they match the generated truth."""
+    from gcf_trt.data import plan_video, render_video, write_video as write_generated
+    from gcf_trt.segments import temporal_iou
+
+    plan = plan_video(7, 0)  # a 'bounce' whose action covers frames 32..80 of 104
+    video = write_generated(tmp_path / "action.mp4", render_video(plan))
+    proc = run_cli("run", str(video), "--engines", str(demo_engines))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert all(isinstance(p["segments_completed"], list) for p in lines)
+    seg_line = [line for line in proc.stderr.splitlines() if "action segments" in line]
+    assert len(seg_line) == 1, proc.stderr
+    spans = [tuple(int(v) for v in part.split(" ")[0].split("-"))
+             for part in seg_line[0].split("(frames): ")[1].split(", ")]
+    best = max(temporal_iou(span, (plan.start, plan.end)) for span in spans)
+    assert best >= 0.5, (spans, plan.start, plan.end)
+    assert lines[-1]["label"] == plan.label_name

@@ -158,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     from ..runtime.sources import Backoff, SourceGap, open_source, redact
     from ..runtime.stream import StreamingClassifier
+    from ..segments import SegmentTracker
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
@@ -169,6 +170,9 @@ def _run(args: argparse.Namespace) -> int:
     shown = redact(args.source)
     classifier = StreamingClassifier(args.engines, runtime=args.runtime, top_k=args.top_k, options=options,
                                      expect_model_hash=args.expect_model_hash)
+    # Action segments from the gates over time; a clip's gate is final once the long-range
+    # fusion has seen its future neighbours (delay = long_range clips).
+    tracker = SegmentTracker(delay=classifier.spec.long_range)
     lines, owns_lines = None, False
     source = video = None
     guard = _SignalGuard()
@@ -197,7 +201,9 @@ def _run(args: argparse.Namespace) -> int:
                     guard.critical = True
                     if prediction is not None:
                         latest = prediction
-                        lines.write(json.dumps(prediction.to_dict()) + "\n")
+                        record = prediction.to_dict()
+                        record["segments_completed"] = [seg.to_dict() for seg in tracker.update(prediction.gates)]
+                        lines.write(json.dumps(record) + "\n")
                         lines.flush()
                     if video is not None or args.show:
                         _emit_frame(item.image, latest, classifier.spec.ring_size, video, args.show)
@@ -232,6 +238,11 @@ def _run(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - start
         state = classifier.state
         classifier.close()
+        tracker.flush()  # the stream's end closes the open segment
+        if tracker.segments:
+            # JSON lines stay one prediction each; the stream's segments precede the summary (its last line).
+            print("action segments (frames): " + ", ".join(
+                f"{seg.start}-{seg.end} ({seg.score:.2f})" for seg in tracker.segments), file=sys.stderr)
         if source is not None:  # a source that never opened gets only the error message
             stopped = f", stopped by {guard.signal_name}" if guard.signal_name else ""
             print(f"gcf-trt run: {frames} frames, {state.clips} clips, {frames / max(elapsed, 1e-9):.1f} fps, "

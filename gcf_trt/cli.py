@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     verbose = "-v" in argv or "--verbose" in argv
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    # Our own INFO messages are shown; third-party libraries (the ONNX exporter and its IR
+    # passes, ORT's quantizer) log at INFO by the hundred, so they speak only with --verbose.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gcf_trt").setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
         parser = _parser(command)
         args = parser.parse_args(argv)

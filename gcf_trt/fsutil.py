@@ -26,6 +26,10 @@ def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
         for stale in parent.glob(f".{target.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        # mkdtemp makes the dir 0700; the finished output gets the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
     except OSError as exc:
         raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
     try:

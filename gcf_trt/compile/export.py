@@ -15,6 +15,7 @@ exporter (torch's default) with ``external_data=False`` because ONNX Runtime's
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -80,12 +81,22 @@ def _strip_opset18_attributes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names,
             dynamic_shapes) -> onnx.ModelProto:
+    # The exporter warns about every torchvision operator it cannot register when torchvision
+    # is absent (it is optional here and our graphs use none of them): keep that for debugging.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    quiet = not logging.getLogger("gcf_trt").isEnabledFor(logging.DEBUG)
+    old_level = registration.level
+    if quiet:
+        registration.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, args, dynamo=True, opset_version=EXPORT_OPSET,
-                                    input_names=list(input_names), output_names=list(output_names),
-                                    dynamic_shapes=dynamic_shapes, external_data=False,
-                                    verbose=False)
+        try:
+            program = torch.onnx.export(module, args, dynamo=True, opset_version=EXPORT_OPSET,
+                                        input_names=list(input_names), output_names=list(output_names),
+                                        dynamic_shapes=dynamic_shapes, external_data=False,
+                                        verbose=False)
+        finally:
+            registration.setLevel(old_level)
     proto = program.model_proto
     try:
         proto = _strip_opset18_attributes(onnx.version_converter.convert_version(proto, OPSET))

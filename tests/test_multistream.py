@@ -233,3 +233,26 @@ def test_a_failing_backbone_call_loses_no_clip(engines, frames, single):
         assert calls == [2, 2] and [p.clip_index for p in got] == [0, 1]
         for p, r in zip(got, single["cam-a"]):
             np.testing.assert_allclose(p.logits, r.logits, atol=ATOL)
+
+
+def test_cli_run_several_sources_tags_each_line(tiny_engines, videos, single, tmp_path, capsys):
+    """`gcf-trt run A B C`: one MultiStreamClassifier, every line tagged with its stream."""
+    import json
+    from gcf_trt.cli import main
+    sources = list(videos.values())
+    out = tmp_path / "lines.jsonl"
+    rc = main(["run", *map(str, sources), "--engines", str(tiny_engines), "--jsonl", str(out),
+               "--max-batch", "3", "--flush-timeout-ms", "200", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    for i, (sid, refs) in enumerate(single.items()):
+        mine = [r for r in lines if r["stream"] == i]
+        assert len(mine) == len(refs) and all(r["source"] == str(sources[i]) for r in mine)
+        for r, ref in zip(mine, refs):
+            assert r["clip_index"] == ref.clip_index and r["frame_range"] == list(ref.frame_range)
+            np.testing.assert_allclose(r["logits"], ref.logits, atol=1e-4)
+            assert "segments_completed" in r
+    assert "3 streams, 18 clips in" in err
+    rc = main(["run", *map(str, sources[:2]), "--engines", str(tiny_engines), "--output", str(tmp_path / "v.mp4")])
+    assert rc == 1 and "single SOURCE" in capsys.readouterr().err

@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="stream a video file, camera or URL through an engines directory",
                        description="Stream SOURCE (file, file://, camera index, /dev/videoN, rtsp://, "
                                    "http(s)://, GStreamer pipeline) and write one JSON prediction per line.")
-    p.add_argument("source", metavar="SOURCE", help="video file, camera index, /dev/videoN, rtsp:// or http(s):// URL")
+    p.add_argument("source", metavar="SOURCE", nargs="+",
+                   help="video file, camera index, /dev/videoN, rtsp:// or http(s):// URL; several SOURCEs run as "
+                        "one stream each, their clips batched together, each line tagged with its \"stream\"")
     p.add_argument("--engines", required=True, metavar="DIR", help="engines directory from 'gcf-trt build'")
     p.add_argument("--runtime", default=None, help="force a runtime (onnxruntime, openvino, tensorrt)")
     p.add_argument("--expect-model-hash", default=None, metavar="HASH",
@@ -40,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loop", action="store_true", help="restart a video file at its end")
     p.add_argument("--fps", type=float, default=None, help="subsample the source to about this frame rate")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N source frames")
+    p.add_argument("--max-batch", type=int, default=8, help="several sources: most clips per backbone call (default 8)")
+    p.add_argument("--flush-timeout-ms", type=float, default=50.0,
+                   help="several sources: longest a clip waits for its batch to fill (default 50)")
     p.add_argument("--reconnect-attempts", type=int, default=8, metavar="N",
                    help="live sources: reconnect attempts per outage before giving up, 0 = forever (default 8)")
     p.add_argument("--reconnect-max-delay", type=float, default=10.0, metavar="S",
@@ -156,6 +161,9 @@ def _run(args: argparse.Namespace) -> int:
         # OpenCV's own warnings (e.g. "backend is generally available but can't be used to capture
         # by name" for a refused stream) would precede the one error line; read at cv2's first log.
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    if len(args.source) > 1:
+        return _run_many(args)
+    args.source = args.source[0]
     from ..runtime.sources import Backoff, SourceGap, open_source, redact
     from ..runtime.stream import StreamingClassifier
     from ..segments import SegmentTracker
@@ -278,3 +286,74 @@ def _emit_frame(image, prediction, ring_size: int, video: _AtomicVideoWriter | N
         cv2.imshow("gcf-trt", canvas)
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             raise _Stop()
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    """Several sources: one MultiStreamClassifier (docs/MULTISTREAM.md).  Each JSON line is a
+    prediction with ``"stream"`` (the source's position, from 0) and ``"source"`` (redacted)."""
+    from ..runtime.multistream import MultiStreamClassifier
+    from ..runtime.sources import Backoff, redact
+    from ..segments import SegmentTracker
+
+    if args.output or args.show:
+        raise InputError("--output and --show take a single SOURCE", hint="run one 'gcf-trt run' per source for videos")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.reconnect_attempts < 0 or args.reconnect_max_delay <= 0:
+        raise InputError("--reconnect-attempts must be >= 0 and --reconnect-max-delay > 0")
+    shown = [redact(s) for s in args.source]
+    multi = MultiStreamClassifier(args.engines, runtime=args.runtime, top_k=args.top_k,
+                                  options={"threads": args.threads} if args.threads else None,
+                                  expect_model_hash=args.expect_model_hash,
+                                  max_batch=args.max_batch, flush_timeout_ms=args.flush_timeout_ms)
+    trackers = [SegmentTracker(delay=multi.spec.long_range) for _ in shown]
+    guard = _SignalGuard()
+    lines, owns_lines = None, False
+    predictions = None
+    start = time.monotonic()
+    try:
+        lines, owns_lines = _open_lines(args.jsonl)
+        backoff = Backoff(maximum=args.reconnect_max_delay, max_attempts=args.reconnect_attempts or None)
+        predictions = multi.run(list(args.source), max_frames=args.max_frames, loop=args.loop, fps=args.fps,
+                                reconnect=backoff)
+        with guard:
+            try:
+                for prediction in predictions:
+                    guard.critical = True
+                    record = {**prediction.to_dict(), "source": shown[prediction.stream_id]}
+                    completed = trackers[prediction.stream_id].update(prediction.gates)
+                    record["segments_completed"] = [seg.to_dict() for seg in completed]
+                    lines.write(json.dumps(record) + "\n")
+                    lines.flush()
+                    guard.critical = False
+                    guard.check()
+            except _Stop:
+                pass
+            except BrokenPipeError:
+                guard.signal_name = guard.signal_name or "SIGPIPE"
+                try:
+                    sys.stdout = open(os.devnull, "w")
+                except OSError:
+                    pass
+            finally:
+                if predictions is not None:
+                    predictions.close()  # stops the readers, closes the sources
+    finally:
+        if owns_lines and lines is not None:
+            lines.close()
+        elapsed = time.monotonic() - start
+        stats, states = multi.stats, multi.last_run_states
+        multi.close()
+        stopped = f", stopped by {guard.signal_name}" if guard.signal_name else ""
+        for i, name in enumerate(shown):
+            st = states.get(i)
+            if st is not None:
+                print(f"gcf-trt run: stream {i} {name}: {st.frames_seen} frames, {st.clips} clips, {st.bad_frames} bad "
+                      f"frames, {st.dropped_frames} dropped frames, {len(st.gaps)} gaps", file=sys.stderr)
+            trackers[i].flush()
+            if trackers[i].segments:
+                print(f"action segments of stream {i} (frames): " + ", ".join(
+                    f"{seg.start}-{seg.end} ({seg.score:.2f})" for seg in trackers[i].segments), file=sys.stderr)
+        print(f"gcf-trt run: {len(shown)} streams, {stats.clips} clips in {stats.backbone_calls} backbone calls "
+              f"(mean batch {stats.mean_batch:.2f}) in {elapsed:.1f} s{stopped}", file=sys.stderr)
+    return 0

@@ -66,6 +66,9 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
             if runtime and runtime != comp["runtime"] and not comp["file"].endswith(".onnx"):
                 raise EngineError(f"{comp['file']} is a {comp['runtime']} engine and cannot run on {runtime}")
             opts = {**(comp.get("options") or {}), **(options or {})} if chosen == comp["runtime"] else dict(options or {})
+            if chosen == "openvino" and comp["file"].endswith(".onnx"):
+                # The manifest says whether the file is Q/DQ; the backend need not open it to see.
+                opts.setdefault("quantized", comp.get("precision") == "int8")
             backends[name] = open_backend(chosen, engines_dir / comp["file"], opts)
         _check_shapes(engines_dir, manifest["spec_obj"], backends)
     except BaseException:

@@ -31,6 +31,7 @@ from gcf_trt.manifest import sha256_file
 from gcf_trt.runtime import (Backoff, IteratorSource, SourceGap, StreamingClassifier, ThreadedSource,
                              load_engines, open_source)
 from tests.conftest import write_video
+from tests.test_sources import send_mjpeg
 
 ENV = {**os.environ, "PYTHONPATH": str(Path.cwd())}
 
@@ -63,16 +64,7 @@ class FlakyCamera:
                 if k not in (0, refused + 1):
                     self.send_error(503)
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
-                self.end_headers()
-                try:
-                    for jpg in jpegs:
-                        self.wfile.write(b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(jpg) + jpg + b"\r\n")
-                        time.sleep(0.005)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_mjpeg(self, jpegs)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -149,6 +149,20 @@ def test_backoff_is_exponential_and_bounded():
 
 
 # ----------------------------------------------------------------------------- loopback stream
+
+def send_mjpeg(handler: "http.server.BaseHTTPRequestHandler", jpegs: list[bytes]) -> None:
+    """Answer one GET with an MJPEG (multipart/x-mixed-replace) stream of ``jpegs``, ~200 fps."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+    handler.end_headers()
+    try:
+        for jpg in jpegs:
+            handler.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                % len(jpg) + jpg + b"\r\n")
+            time.sleep(0.005)
+    except (BrokenPipeError, ConnectionResetError):  # the client hung up: the camera "cut"
+        pass
+
 class MjpegServer:
     """multipart/x-mixed-replace JPEG stream on 127.0.0.1.
 
@@ -175,16 +189,7 @@ class MjpegServer:
                 if session >= sessions:
                     self.send_error(503)
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                try:
-                    for jpg in jpegs:
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(jpg) + jpg + b"\r\n")
-                        time.sleep(0.005)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_mjpeg(self, jpegs)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -14,8 +14,9 @@ from .sources import (Backoff, IteratorSource, Source, SourceFrame, SourceGap, T
 from .stream import (ClipAssembler, ClipGate, GapRecord, Prediction, StreamingClassifier, StreamState,
                      measure_stage_costs)
 from .draw import draw_prediction
+from .multistream import MultiStreamClassifier, StreamPrediction
 
 __all__ = ["Backoff", "ClipAssembler", "ClipGate", "ClipInfo", "DescriptorRing", "Engines", "GapRecord",
-           "IteratorSource", "Prediction", "Source", "SourceFrame", "SourceGap", "StreamState",
-           "StreamingClassifier", "ThreadedSource", "VideoCaptureSource", "draw_prediction",
+           "IteratorSource", "MultiStreamClassifier", "Prediction", "Source", "SourceFrame", "SourceGap", "StreamState",
+           "StreamPrediction", "StreamingClassifier", "ThreadedSource", "VideoCaptureSource", "draw_prediction",
            "gstreamer_available", "load_engines", "measure_stage_costs", "open_source", "parse_uri", "redact"]

@@ -18,6 +18,12 @@ from .errors import InputError
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
+# The tensor contract of the engines (docs/DESIGN.md "Tensor contract"): the exporter names the
+# graphs' tensors with these, every backend, the runtime, Triton and bench read them from here.
+BACKBONE_INPUT, BACKBONE_OUTPUT = "clip", "descriptor"
+HEAD_INPUTS, HEAD_OUTPUTS = ("descriptors", "mask"), ("logits", "gates")
+BACKBONE_INPUTS, BACKBONE_OUTPUTS = (BACKBONE_INPUT,), (BACKBONE_OUTPUT,)
+
 
 @dataclass
 class ModelSpec:
@@ -124,3 +130,19 @@ class ModelSpec:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise InputError(f"ModelSpec JSON is not valid JSON: {exc}") from exc
+
+
+def io_shapes(spec: ModelSpec, batch: int = -1) -> dict[str, dict[str, dict[str, list[int]]]]:
+    """The tensor shapes of both graphs for ``spec``, the one place they are computed.
+
+    Returns ``{"backbone": {"inputs": {"clip": [B,3,T,H,W]}, "outputs": {"descriptor": [B,D]}},
+    "head": {"inputs": {"descriptors": [B,N,D], "mask": [B,N]}, "outputs": {"logits": [B,C],
+    "gates": [B,N]}}}`` with ``B = batch`` (-1: dynamic), as the manifest records them.
+    """
+    b, n = int(batch), spec.ring_size
+    return {
+        "backbone": {"inputs": {BACKBONE_INPUT: [b, *spec.clip_shape]},
+                     "outputs": {BACKBONE_OUTPUT: [b, spec.dim]}},
+        "head": {"inputs": {HEAD_INPUTS[0]: [b, n, spec.dim], HEAD_INPUTS[1]: [b, n]},
+                 "outputs": {HEAD_OUTPUTS[0]: [b, spec.num_classes], HEAD_OUTPUTS[1]: [b, n]}},
+    }

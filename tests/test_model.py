@@ -124,3 +124,72 @@ def test_spec_json_round_trip(tiny_model):
     spec = tiny_model.spec
     assert ModelSpec.from_json(spec.to_json()) == spec
     assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+# ----------------------------------------------------------------------------- the CLI's one-line errors
+def _cli(tmp_path, *args, env_extra=None):
+    """Run the real CLI in a fresh process (what a user sees, nothing mocked in-process)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "gcf_trt.cli", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _assert_one_line_error(proc, kind, *fragments):
+    err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error[")]
+    hint_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("hint: ")]
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(err_lines) == 1 and len(hint_lines) == 1, proc.stderr
+    assert err_lines[0].startswith(f"error[{kind}]: ")
+    for fragment in fragments:
+        assert fragment in err_lines[0] + hint_lines[0]
+
+
+def test_cli_build_on_a_text_file_is_one_line_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("meeting notes, not a checkpoint\n" * 20)
+    proc = _cli(tmp_path, "build", "--checkpoint", "notes.txt", "--out", "e")
+    _assert_one_line_error(proc, "checkpoint", "notes.txt", "not a torch checkpoint")
+    assert not (tmp_path / "e").exists()
+
+
+def test_cli_backbones_with_a_torchvision_that_does_not_import(tmp_path):
+    # A torchvision built for another torch raises RuntimeError at import, not ImportError;
+    # this package on PYTHONPATH fails exactly like that.
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    proc = _cli(tmp_path, "backbones", env_extra={"PYTHONPATH": str(tmp_path / "site")})
+    _assert_one_line_error(proc, "backbone", "torchvision is installed but does not import",
+                           "operator torchvision::nms does not exist", "gcf-trt[torchvision]")
+
+
+def test_backbone_weights_file_mismatch_names_the_first_keys(tmp_path):
+    from gcf_trt.compile.model import load_pretrained_backbone
+    net = build_backbone("edge3d", width=4, blocks=(1, 1, 1, 1))
+    other = build_backbone("edge3d", width=8, blocks=(1, 1, 1, 1))
+    torch.save(other.state_dict(), tmp_path / "w8.pt")
+    with pytest.raises(CheckpointError, match=r"of another shape \(first: stem\.0\.weight"):
+        load_pretrained_backbone(net, "edge3d", tmp_path / "w8.pt")
+    state = net.state_dict()
+    state.pop("stem.1.weight")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match=r"1 missing \(first: stem\.1\.weight\).*1 unexpected"):
+        load_pretrained_backbone(net, "edge3d", tmp_path / "partial.pt")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="cannot be read as torch weights"):
+        load_pretrained_backbone(net, "edge3d", tmp_path / "notes.txt")
+
+
+def test_backbone_weights_file_loads_wrapped_and_prefixed_state_dicts(tmp_path):
+    from gcf_trt.compile.model import load_pretrained_backbone
+    torch.manual_seed(3)
+    src = build_backbone("edge3d", width=4, blocks=(1, 1, 1, 1))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "w.pt")
+    dst = build_backbone("edge3d", width=4, blocks=(1, 1, 1, 1))
+    load_pretrained_backbone(dst, "edge3d", tmp_path / "w.pt")
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(dst.state_dict()[k], v)

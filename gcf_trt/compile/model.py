@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BackboneError, CheckpointError
+from ..errors import BackboneError, CheckpointError, GcfError
 from ..spec import ModelSpec
 
 CHECKPOINT_FORMAT = "gcf-trt-checkpoint"
@@ -89,21 +89,117 @@ class Edge3D(nn.Module):
         return self.pool(self.stages(self.stem(clip))).flatten(1)
 
 
+TORCHVISION_MISSING = "not installed"
+TORCHVISION_FIX = ("install the pair that imports together: pip install 'gcf-trt[torchvision]' "
+                   "(torch 2.14.1 + torchvision 0.29.1), or pip uninstall torchvision to use edge3d only")
+
+
+def torchvision_status() -> str | None:
+    """None when ``torchvision.models.video`` imports, else why not.
+
+    ``"not installed"``, or the import's own error when torchvision is installed but broken:
+    a torchvision built for another torch fails with ``RuntimeError: operator torchvision::nms
+    does not exist`` (not an ImportError), so every exception counts here.
+    """
+    import importlib.util
+    try:
+        if importlib.util.find_spec("torchvision") is None:
+            return TORCHVISION_MISSING
+        from torchvision.models import video  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any failure to import is the same fault for the user
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    return None
+
+
+def _broken_torchvision(status: str) -> BackboneError:
+    return BackboneError(f"torchvision is installed but does not import ({status})", hint=TORCHVISION_FIX)
+
+
+def _import_torchvision_video(name: str):
+    status = torchvision_status()
+    if status == TORCHVISION_MISSING:
+        raise BackboneError(f"backbone {name!r} needs torchvision, which is not installed",
+                            hint="pip install 'gcf-trt[torchvision]', or use --backbone edge3d")
+    if status is not None:
+        raise _broken_torchvision(status)
+    from torchvision.models import video as tvv
+    return tvv
+
+
+def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str, torch.Tensor]:
+    """A state dict from a file with ``torch.load(weights_only=True)`` (no code runs).
+
+    Accepts a plain state dict or one nested under ``"state_dict"`` / ``"model"`` (common in
+    training checkpoints); a ``"module."`` prefix (DataParallel) is removed.
+
+    Raises:
+        CheckpointError: missing, unreadable, a pickle naming code, or not a state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} file {path} does not exist", hint="check the path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every load failure is "this is not a weights file"
+        raise CheckpointError(f"{what} file {path} cannot be read as torch weights "
+                              f"({type(exc).__name__}: {_first_line(exc)})",
+                              hint="pass a state dict saved with torch.save(model.state_dict(), FILE)") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{what} file {path} is not a state dict (name -> tensor)",
+                              hint="pass a state dict saved with torch.save(model.state_dict(), FILE)")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_backbone_weights(net: nn.Module, path: str | os.PathLike, name: str,
+                          ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state dict file into ``net``; keys under ``ignore_prefixes`` (the dataset's own
+    classifier, e.g. Kinetics-400's ``fc``) are dropped.
+
+    Raises:
+        CheckpointError: keys missing / unexpected or shapes different, naming the first few.
+    """
+    state = {k: v for k, v in read_state_dict(path, f"backbone weights ({name})").items()
+             if not k.startswith(ignore_prefixes)}
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith(ignore_prefixes)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape (first: {'; '.join(shapes[:3])}; file vs {name})")
+        raise CheckpointError(f"{path} does not fit backbone {name!r}: " + ", ".join(parts),
+                              hint=f"pass a state dict of torchvision's {name} (or the backbone you trained), "
+                                   f"or choose the --backbone it was saved from")
+    net.load_state_dict(state, strict=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
 def _torchvision_video(name: str, weights_path: str | None = None) -> nn.Module:
     """torchvision r3d_18 / mc3_18 / r2plus1d_18 / s3d without their classifier.
 
     Weights come only from the user's file (``weights_path``, a torchvision state dict);
     nothing is downloaded.
     """
-    try:
-        from torchvision.models import video as tvv
-    except ImportError as exc:  # torchvision is optional (it needs a 5.5 GB torch here)
-        raise BackboneError(f"backbone {name!r} needs torchvision, which is not installed",
-                            hint="pip install torchvision matching your torch, or use --backbone edge3d") from exc
+    tvv = _import_torchvision_video(name)
     net = getattr(tvv, name)(weights=None)
     if weights_path:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        load_backbone_weights(net, weights_path, name, ignore_prefixes=("fc.", "classifier."))
     if name == "s3d":
         # s3d's final AvgPool3d is sized for 224x224 inputs; adaptive pooling accepts any size.
         dim = net.classifier[1].in_channels
@@ -122,6 +218,17 @@ def _torchvision_video(name: str, weights_path: str | None = None) -> nn.Module:
             return self.net(clip).flatten(1)
 
     return _Flat()
+
+
+def load_pretrained_backbone(backbone: nn.Module, name: str, path: str | os.PathLike) -> None:
+    """Load a user's state dict file into a built backbone (``gcf-trt train --backbone-weights``).
+
+    torchvision backbones take torchvision's own state dicts (e.g. Kinetics-400 weights; the
+    400-class ``fc`` / ``classifier`` is dropped); ``edge3d`` takes ``backbone.state_dict()``.
+    """
+    target = getattr(backbone, "net", backbone)
+    ignore = ("fc.", "classifier.") if target is not backbone else ()
+    load_backbone_weights(target, path, name, ignore_prefixes=ignore)
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -143,13 +250,16 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 
 
 def available_backbones() -> dict[str, bool]:
-    """Registry names and whether each can be built here (torchvision ones need torchvision)."""
-    try:
-        import torchvision  # noqa: F401
-        has_tv = True
-    except ImportError:
-        has_tv = False
-    return {name: name == "edge3d" or has_tv for name in sorted(BACKBONES)}
+    """Registry names and whether each can be built here (torchvision ones need torchvision).
+
+    Raises:
+        BackboneError: torchvision is installed but does not import (a torch / torchvision
+            version mismatch); listing it as merely "missing" would hide the fix.
+    """
+    status = torchvision_status()
+    if status is not None and status != TORCHVISION_MISSING:
+        raise _broken_torchvision(status)
+    return {name: name == "edge3d" or status is None for name in sorted(BACKBONES)}
 
 
 # ----------------------------------------------------------------------------- head
@@ -336,20 +446,27 @@ def load_checkpoint(path: str | os.PathLike) -> GCFNet:
             f"checkpoint {path} was refused: it contains Python objects beyond plain weights "
             f"(it could run code when loaded) and was not executed",
             hint="re-save it with gcf_trt.compile.model.save_checkpoint from a trusted source") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}".splitlines()[0]) from exc
+    except Exception as exc:  # noqa: BLE001
+        # A text file or a foreign format fails deep in the unpickler with anything from
+        # KeyError (an opcode byte read as a memo index) to RuntimeError / EOFError: all of
+        # them mean "not a torch checkpoint", never a traceback for the user.
+        raise CheckpointError(f"checkpoint {path} cannot be read: not a torch checkpoint "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a gcf-trt checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, "
                               f"this gcf-trt reads version {CHECKPOINT_VERSION}",
                               hint="upgrade gcf-trt or re-save the checkpoint")
-    spec = ModelSpec.from_dict(payload["spec"])
+    try:
+        spec = ModelSpec.from_dict(payload["spec"])
+    except (KeyError, TypeError, GcfError) as exc:
+        raise CheckpointError(f"{path}: its model spec is missing or invalid ({_first_line(exc)})") from exc
     model = GCFNet(spec)
     try:
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the spec: {str(exc).splitlines()[0]}") from exc
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights do not match the spec: {_first_line(exc)}") from exc
     return model.eval()
 
 

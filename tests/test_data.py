@@ -110,3 +110,112 @@ def test_clip_overlap_and_errors(tmp_path):
         read_labels(tmp_path)
     with pytest.raises(InputError):
         plan_video(0, 0, label=len(CLASSES))
+
+
+# ----------------------------------------------------------------------------- user layouts
+from conftest import write_video as _write_clip  # noqa: E402
+
+from gcf_trt.data import VideoSet, open_dataset  # noqa: E402
+from gcf_trt.errors import InputError as _InputError  # noqa: E402
+
+
+def _folders(root, spec):
+    """spec: {label: [(name, frames), ...]}; real OpenCV-written files."""
+    for label, files in spec.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i, (name, frames) in enumerate(files):
+            _write_clip(root / label / name, num_frames=frames, fps=25.0, seed=i,
+                        fourcc="MJPG" if name.endswith(".avi") else "mp4v")
+    return root
+
+
+def test_class_folders_summary_and_skipped_files(tmp_path):
+    root = _folders(tmp_path / "ds", {"wave": [("a.mp4", 20), ("b.avi", 30)], "clap": [("c.mp4", 25)]})
+    (root / "clap" / "broken.mp4").write_text("not a video")
+    (root / "clap" / "notes.txt").write_text("ignored: not a video extension")
+    ds = open_dataset(root)
+    assert ds.layout == "folders" and ds.labels == ["clap", "wave"]
+    assert [(r.path.name, r.label, r.label_index, r.window) for r in ds.records] == [
+        ("c.mp4", "clap", 0, False), ("a.mp4", "wave", 1, False), ("b.avi", "wave", 1, False)]
+    s = ds.summary()
+    assert s["classes"]["wave"]["videos"] == 2 and s["classes"]["wave"]["seconds"] == pytest.approx(2.0, abs=0.1)
+    assert s["skipped"] == [{"file": str(root / "clap" / "broken.mp4"), "reason": "OpenCV cannot open it"}] or \
+        s["skipped"][0]["reason"] == "no decodable frame"
+    assert "skipped" in ds.summary_text() and "clap: 1, wave: 2" in ds.summary_text()
+    frames, rec = ds[2]
+    assert len(frames) == 30 and (rec.start, rec.end) == (0, 29)
+
+
+def test_class_folders_errors(tmp_path):
+    root = _folders(tmp_path / "ds", {"wave": [("a.mp4", 20)], "clap": [("c.mp4", 20)]})
+    (root / "empty").mkdir()
+    with pytest.raises(_InputError, match="'empty' contain no video files"):
+        open_dataset(root)
+    (root / "empty").rmdir()
+    (root / "clap" / "c.mp4").write_bytes(b"garbage")
+    with pytest.raises(_InputError, match="'clap' contain no readable video"):
+        open_dataset(root)
+    with pytest.raises(_InputError, match="'wave' are not among the model's labels"):
+        open_dataset(_folders(tmp_path / "ok", {"wave": [("a.mp4", 20)], "jump": [("b.mp4", 20)]}),
+                     labels=["jump", "run"])
+
+
+def test_annotation_csv_jsonl_and_headerless(tmp_path):
+    _write_clip(tmp_path / "v1.mp4", num_frames=50, fps=25.0)
+    _write_clip(tmp_path / "v2.mp4", num_frames=40, fps=20.0)
+    (tmp_path / "list.csv").write_text("path,label,start_s,end_s,split\n"
+                                       "v1.mp4,fall,0.4,1.2,train\nv2.mp4,sit,,,val\nv1,sit,1.2,2.0,train\n"
+                                       "missing.mp4,fall,,,train\nv2.mp4,fall,5.0,6.0,train\n")
+    ds = open_dataset(tmp_path / "list.csv")
+    assert ds.layout == "annotations" and ds.labels == ["fall", "sit"]
+    r = ds.records
+    assert (r[0].start, r[0].end, r[0].window) == (10, 29, True)        # 0.4 s .. 1.2 s at 25 fps
+    assert (r[1].window, r[1].split) == (False, "val")
+    assert r[2].path.name == "v1.mp4" and (r[2].start, r[2].end) == (30, 49)  # extension found
+    reasons = {f.rsplit("/", 1)[-1]: why for f, why in ds.skipped}
+    assert reasons["missing.mp4"] == "file not found" and "outside the video" in reasons["v2.mp4"]
+    train, val = ds.split()
+    assert [x.split for x in train.records] == ["train", "train"] and len(val) == 1
+    (tmp_path / "list.jsonl").write_text('{"path": "v1.mp4", "label": "fall", "start_s": 0.4, "end_s": 1.2}\n'
+                                         '\n{"path": "v2.mp4", "label": "sit"}\n')
+    js = open_dataset(tmp_path / "list.jsonl")
+    assert [(x.label, x.start, x.end) for x in js.records] == [("fall", 10, 29), ("sit", 0, 39)]
+    (tmp_path / "plain.csv").write_text("v1.mp4,fall,0.4,1.2\nv2.mp4,sit\n")
+    assert [(x.label, x.window) for x in open_dataset(tmp_path / "plain.csv").records] == [("fall", True), ("sit", False)]
+
+
+@pytest.mark.parametrize("content, match", [
+    ("path,label,start_s,end_s\nv1.mp4,fall,abc,1\n", "start_s and end_s must both be numbers"),
+    ("path,label,start_s,end_s\nv1.mp4,fall,2,1\n", "is empty or negative"),
+    ("path,label\nv1.mp4,\n", "needs a path and a label"),
+    ('{"path": "v1.mp4"\n', "not a JSON object"),
+])
+def test_annotation_file_errors_name_the_line(tmp_path, content, match):
+    _write_clip(tmp_path / "v1.mp4", num_frames=20)
+    (tmp_path / "a.csv").write_text(content)
+    with pytest.raises(_InputError, match=match) as info:
+        open_dataset(tmp_path / "a.csv")
+    assert "a.csv:" in info.value.message
+
+
+def test_split_never_puts_one_video_on_both_sides(tmp_path):
+    rows = ["path,label,start_s,end_s"]
+    for i in range(8):
+        _write_clip(tmp_path / f"v{i}.mp4", num_frames=60, fps=25.0, seed=i)
+        label = "a" if i % 2 else "b"
+        rows += [f"v{i}.mp4,{label},0.0,1.0", f"v{i}.mp4,{label},1.2,2.2"]   # two windows of one video
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    ds = open_dataset(tmp_path / "l.csv")
+    for seed in range(5):
+        train, val = ds.split(0.25, seed=seed)
+        assert {r.source for r in train.records}.isdisjoint({r.source for r in val.records})
+        assert len(train) + len(val) == 16 and sorted({r.label for r in val.records}) == ["a", "b"]
+    assert ds.split(0.25, seed=1)[1].records == ds.split(0.25, seed=1)[1].records  # seeded
+
+
+def test_procedural_set_is_one_of_the_layouts(tmp_path):
+    make_videos(tmp_path / "p", 3, seed=2)
+    ds = VideoSet(tmp_path / "p")
+    assert ds.layout == "procedural" and ds.labels == list(CLASSES) and ds.has_windows
+    frames, rec = ds[0]
+    assert rec == ds.records[0] and len(frames) == rec.num_frames

@@ -233,9 +233,7 @@ def write_video(path: Path, seconds: float, fps: float = VIDEO_FPS, size: tuple[
 
 def _manifest(engines_dir: Path) -> dict[str, Any]:
     from .manifest import read_manifest
-    manifest = read_manifest(engines_dir)
-    manifest.pop("spec_obj", None)
-    return manifest
+    return read_manifest(engines_dir).to_dict()
 
 
 def _build_parser():

@@ -366,7 +366,7 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
     if max_batch < 1 or backbone_instances < 1 or max_cameras < 1:
         raise InputError("max_batch, backbone_instances and max_cameras must be >= 1")
     manifest = read_manifest(engines_dir)
-    spec = manifest["spec_obj"]
+    spec = manifest.spec
     comps = manifest["components"]
     verify_files(engines_dir, manifest, [comps[c]["file"] for c in ("backbone", "head")])
     summary: list[str] = []

@@ -334,7 +334,7 @@ def test_manifest_of_other_model_is_refused_by_the_api(tmp_path, tiny_engines):
     manifest = json.loads((eng / "manifest.json").read_text())
     manifest["spec"].update(ring_size=6)
     (eng / "manifest.json").write_text(json.dumps(manifest))
-    assert read_manifest(eng)["spec_obj"].ring_size == 6  # a valid manifest on its own
+    assert read_manifest(eng).spec.ring_size == 6  # a valid manifest on its own
     with pytest.raises(EngineError, match="'descriptors' has shape .* different models"):
         StreamingClassifier(eng)
 

@@ -35,7 +35,7 @@ def test_every_config_parses_with_tritons_schema_and_matches_engines(repo, tiny_
     out, result = repo
     pb2 = load_model_config_pb2()
     manifest = read_manifest(tiny_engines)
-    spec = manifest["spec_obj"]
+    spec = manifest.spec
     configs = {p.parent.name: parse_config(p) for p in sorted(out.glob("*/config.pbtxt"))}
     assert set(configs) == {"gcf_backbone", "gcf_head", "gcf_ring_head", "gcf_stream"} == set(result.models)
     fp32 = pb2.DataType.Value("TYPE_FP32")
@@ -92,7 +92,7 @@ def test_every_config_parses_with_tritons_schema_and_matches_engines(repo, tiny_
 
 def test_ring_head_equals_head_fed_the_ring(repo, tiny_engines):
     out, result = repo
-    spec = read_manifest(tiny_engines)["spec_obj"]
+    spec = read_manifest(tiny_engines).spec
     assert result.ring_check is not None and result.ring_check <= RING_CHECK_ATOL
     # Re-check the file actually shipped, on another seed and a longer stream.
     diff = check_ring_head(out / "gcf_ring_head" / "1" / "model.onnx", tiny_engines / "head.onnx",
@@ -102,7 +102,7 @@ def test_ring_head_equals_head_fed_the_ring(repo, tiny_engines):
 
 def test_ring_check_catches_a_wrong_ring_order(tiny_engines):
     """The check is not vacuous: a ring head that puts the newest clip first must fail it."""
-    spec = read_manifest(tiny_engines)["spec_obj"]
+    spec = read_manifest(tiny_engines).spec
     head = onnx.load(str(tiny_engines / "head.onnx"))
     broken = build_ring_head(head, spec.ring_size, spec.dim)
     cat = next(n for n in broken.graph.node if n.name == "gcf_ring/ring_cat")
@@ -116,7 +116,7 @@ def test_ring_head_streams_real_clips_like_the_head(repo, tiny_engines, video_fi
     from gcf_trt.preprocess import clips_from_frames
     import cv2
     out, _ = repo
-    spec = read_manifest(tiny_engines)["spec_obj"]
+    spec = read_manifest(tiny_engines).spec
     cap = cv2.VideoCapture(str(video_file))
     frames = []
     while True:

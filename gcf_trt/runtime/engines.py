@@ -2,30 +2,39 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError
-from ..manifest import read_manifest, verify_files
-from ..spec import ModelSpec
+from ..errors import EngineError, InputError
+from ..manifest import COMPONENTS, Manifest, read_manifest, verify_files
+from ..spec import BACKBONE_INPUT, HEAD_INPUTS, ModelSpec, io_shapes
 from .backends import Backend, open_backend
+
+_REBUILD_FROM_CKPT = "rebuild the engines from this checkpoint: gcf-trt build --checkpoint CKPT --out DIR"
 
 
 @dataclass
 class Engines:
-    """The loaded backbone and head of one model, with its spec and manifest."""
+    """The loaded backbone and head of one model, with its spec and manifest.
+
+    Attributes:
+        load_s: seconds :func:`load_engines` took per component (``backbone``, ``head``) and in
+            all (``total``), file checks included: the runtime's share of a cold start.
+    """
 
     path: Path
     spec: ModelSpec
-    manifest: dict[str, Any]
+    manifest: Manifest
     backbone: Backend
     head: Backend
     extra: dict[str, Any] = field(default_factory=dict)
+    load_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def model_hash(self) -> str:
-        return self.manifest["model_hash"]
+        return self.manifest.model_hash
 
     def close(self) -> None:
         self.backbone.close()
@@ -51,15 +60,18 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
         expect_model_hash: refuse engines built from another model.
         verify: check every component file against its sha256 in the manifest.
     """
+    start = time.perf_counter()
     engines_dir = Path(engines_dir)
     manifest = read_manifest(engines_dir)
-    if expect_model_hash and manifest.get("model_hash") != expect_model_hash:
-        raise EngineError(f"{engines_dir} was built for model {manifest.get('model_hash')}, "
-                          f"not {expect_model_hash}", hint="rebuild the engines from this checkpoint")
+    if expect_model_hash and manifest.model_hash != expect_model_hash:
+        raise EngineError(f"{engines_dir} was built for model {manifest.model_hash}, "
+                          f"not {expect_model_hash}", hint=_REBUILD_FROM_CKPT)
     backends: dict[str, Backend] = {}
+    load_s: dict[str, float] = {}
     try:
-        for name in ("backbone", "head"):
-            comp = manifest["components"][name]
+        for name in COMPONENTS:
+            t0 = time.perf_counter()
+            comp = manifest.component(name)
             if verify:
                 verify_files(engines_dir, manifest, [comp["file"]])
             chosen = runtime or comp["runtime"]
@@ -67,32 +79,69 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
                 raise EngineError(f"{comp['file']} is a {comp['runtime']} engine and cannot run on {runtime}")
             opts = {**(comp.get("options") or {}), **(options or {})} if chosen == comp["runtime"] else dict(options or {})
             if chosen == "openvino" and comp["file"].endswith(".onnx"):
-                # The manifest says whether the file is Q/DQ; the backend need not open it to see.
+                # The manifest says whether the file is Q/DQ; the backend need not open it to see,
+                # and its sha256 keys the compiled-model cache without hashing the file again.
                 opts.setdefault("quantized", comp.get("precision") == "int8")
+                opts.setdefault("file_sha256", manifest.files.get(comp["file"]))
             backends[name] = open_backend(chosen, engines_dir / comp["file"], opts)
-        _check_shapes(engines_dir, manifest["spec_obj"], backends)
+            load_s[name] = time.perf_counter() - t0
+        _check_shapes(engines_dir, manifest.spec, backends)
     except BaseException:
         for backend in backends.values():
             backend.close()
         raise
-    return Engines(engines_dir, manifest["spec_obj"], manifest, backends["backbone"], backends["head"])
+    load_s["total"] = time.perf_counter() - start
+    engines = Engines(engines_dir, manifest.spec, manifest, backends["backbone"], backends["head"], load_s=load_s)
+    check_contract(engines)
+    return engines
+
+
+def borrow_or_load(engines: str | os.PathLike | Engines, *, runtime: str | None = None,
+                   options: dict[str, Any] | None = None,
+                   expect_model_hash: str | None = None) -> tuple[Engines, bool]:
+    """``(engines, owned)``: load a directory (owned: the caller closes it) or check loaded
+    :class:`Engines` (borrowed: the caller must not close them).
+
+    The one engine-ownership rule of :class:`~gcf_trt.runtime.stream.StreamingClassifier` and
+    :class:`~gcf_trt.runtime.multistream.MultiStreamClassifier`.
+    """
+    if isinstance(engines, Engines):
+        if runtime is not None or options is not None:
+            raise InputError("runtime/options apply when loading an engines directory, not to already "
+                             "loaded Engines", hint="pass the directory instead, or load_engines(dir, "
+                                                    "runtime=..., options=...) yourself")
+        if expect_model_hash and engines.model_hash != expect_model_hash:
+            raise EngineError(f"engines {engines.path} are for model {engines.model_hash}, "
+                              f"not {expect_model_hash}", hint=_REBUILD_FROM_CKPT)
+        check_contract(engines)
+        return engines, False
+    return load_engines(engines, runtime=runtime, options=options, expect_model_hash=expect_model_hash), True
+
+
+def check_contract(engines: Engines) -> None:
+    """Refuse engines whose graphs lack the contract's input names (docs/DESIGN.md)."""
+    b, h = engines.backbone, engines.head
+    if b.input_shapes and BACKBONE_INPUT not in b.input_shapes:
+        raise EngineError(f"backbone engine inputs {sorted(b.input_shapes)} lack {BACKBONE_INPUT!r}",
+                          hint=_REBUILD_FROM_CKPT)
+    missing = [n for n in HEAD_INPUTS if h.input_shapes and n not in h.input_shapes]
+    if missing:
+        raise EngineError(f"head engine inputs {sorted(h.input_shapes)} lack {missing}", hint=_REBUILD_FROM_CKPT)
 
 
 def _check_shapes(engines_dir: Path, spec: ModelSpec, backends: dict[str, Backend]) -> None:
     """Refuse engine files whose tensor shapes disagree with the manifest's spec (e.g. the
     manifest of another model copied beside them): otherwise the first clip fails deep in the
     runtime.  Only dimensions both sides know are compared (batch and dynamic dims are skipped)."""
-    want = {"backbone": {"clip": (-1, *spec.clip_shape), "descriptor": (-1, spec.dim)},
-            "head": {"descriptors": (-1, spec.ring_size, spec.dim), "mask": (-1, spec.ring_size),
-                     "logits": (-1, spec.num_classes)}}
-    for name, tensors in want.items():
-        backend = backends[name]
+    shapes = io_shapes(spec)
+    for name, backend in backends.items():
+        want = {**shapes[name]["inputs"], **shapes[name]["outputs"]}
         have = {**backend.input_shapes, **backend.output_shapes}
-        for tensor, shape in tensors.items():
+        for tensor, shape in want.items():
             got = have.get(tensor)
             if got is None:
                 continue
             if len(got) != len(shape) or any(g > 0 and w > 0 and g != w for g, w in zip(got[1:], shape[1:])):
                 raise EngineError(f"{engines_dir / backend.path.name}: tensor {tensor!r} has shape {list(got)}, "
                                   f"but the manifest's model expects {list(shape)} (the manifest and the "
-                                  f"engine files belong to different models)")
+                                  f"engine files belong to different models)", hint=_REBUILD_FROM_CKPT)

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
 GSTREAMER_PREFIXES = ("gst:", "gstreamer:")
 DROP_POLICIES = ("block", "drop_oldest")
+RTSP_TRANSPORTS = ("tcp", "udp")
+# OpenCV's FFMPEG backend takes demuxer options only from this environment variable, read when a
+# capture opens; the lock keeps two sources opening at once from seeing each other's options.
+_FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_OPEN_LOCK = threading.Lock()
 
 # ----------------------------------------------------------------------------- redaction
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
@@ -61,12 +66,24 @@ def redact(uri: Any) -> str:
 # ----------------------------------------------------------------------------- items
 @dataclass
 class SourceFrame:
-    """One decoded frame: ``index`` counts frames since the source opened (dropped and
-    rate-skipped frames included, reconnect gaps estimated), ``timestamp`` is monotonic seconds."""
+    """One decoded frame.
+
+    Attributes:
+        index: frames since the source opened (dropped and rate-skipped frames included,
+            reconnect gaps estimated).
+        timestamp: monotonic seconds when it was decoded (for latency and rates).
+        stream_time_s: the frame's time in the stream: ``index / fps`` for files (exact, also
+            across loops), the decoder's position (``CAP_PROP_POS_MSEC``) for live sources, made
+            monotonic across reconnects (the gap's duration is added); seconds since the first
+            frame when neither is known.
+        wall_time: wall-clock (``time.time()``, Unix seconds) when it was decoded.
+    """
 
     image: np.ndarray
     index: int
     timestamp: float
+    stream_time_s: float | None = None
+    wall_time: float | None = None
 
 
 @dataclass
@@ -265,10 +282,21 @@ class VideoCaptureSource(Source):
     MAX_CORRUPT_RUN = 32
 
     def __init__(self, spec: SourceSpec, *, loop: bool = False, fps: float | None = None, step: int = 1,
-                 reconnect: Backoff | None = None, open_timeout_ms: int = 10000, read_timeout_ms: int = 5000):
+                 reconnect: Backoff | None = None, open_timeout_ms: int = 10000, read_timeout_ms: int = 5000,
+                 transport: str | None = None):
         super().__init__()
         if loop and spec.live:
             raise InputError(f"loop applies to files, not to the live source {spec.display}")
+        if transport is not None:
+            if transport not in RTSP_TRANSPORTS:
+                raise InputError(f"unknown RTSP transport {transport!r}; use one of {', '.join(RTSP_TRANSPORTS)}")
+            if not (spec.kind == "stream" and str(spec.target).lower().startswith(("rtsp://", "rtsps://"))):
+                raise InputError(f"an RTSP transport applies to rtsp:// sources, not to {spec.display}",
+                                 hint="drop the transport option for this source")
+        self.transport = transport
+        self._time_offset = 0.0       # added to the decoder's position: grows by each reconnect gap
+        self._last_stream_time = 0.0
+        self._first_frame_at: float | None = None
         self.spec, self.uri, self.live = spec, spec.display, spec.live
         self.loop = loop
         self.reconnect = reconnect or Backoff()
@@ -284,11 +312,40 @@ class VideoCaptureSource(Source):
         params: list[int] = []
         if self.spec.kind == "stream":  # FFMPEG honours these; they stop a dead server hanging us
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeouts[0], cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeouts[1]]
-        cap = cv2.VideoCapture(self.spec.target, self.spec.api, params)
+        if self.transport is None:
+            cap = cv2.VideoCapture(self.spec.target, self.spec.api, params)
+        else:
+            with _OPEN_LOCK:
+                previous = os.environ.get(_FFMPEG_OPTIONS_ENV)
+                os.environ[_FFMPEG_OPTIONS_ENV] = f"rtsp_transport;{self.transport}"
+                try:
+                    cap = cv2.VideoCapture(self.spec.target, self.spec.api, params)
+                finally:
+                    if previous is None:
+                        os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
+                    else:
+                        os.environ[_FFMPEG_OPTIONS_ENV] = previous
         if cap.isOpened():
             return cap
         cap.release()
         return None
+
+    def _stream_time(self, index: int, now: float) -> float:
+        """The frame's stream time (see :class:`SourceFrame`); monotonic non-decreasing."""
+        if self._first_frame_at is None:
+            self._first_frame_at = now
+        value: float | None = None
+        if not self.live and self.fps:
+            value = index / self.fps
+        elif self._cap is not None:
+            pos = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+            if pos and pos > 0:
+                value = self._time_offset + pos / 1e3
+        if value is None:
+            value = now - self._first_frame_at
+        value = max(value, self._last_stream_time)  # a decoder's position can step back a frame
+        self._last_stream_time = value
+        return value
 
     def _open_or_raise(self) -> None:
         self._cap = self._open()
@@ -338,7 +395,7 @@ class VideoCaptureSource(Source):
                 ok, image = self._cap.retrieve()
                 if ok and image is not None:
                     self.stats.frames_yielded += 1
-                    yield SourceFrame(image, index, now)
+                    yield SourceFrame(image, index, now, self._stream_time(index, now), time.time())
                     index += 1
                     continue
             if not self.live:
@@ -370,6 +427,9 @@ class VideoCaptureSource(Source):
                 self._remember_fps()
                 seconds = time.monotonic() - lost_at
                 rate = self.fps or 0.0
+                # The reopened decoder counts from zero again: carry on from where the stream
+                # stopped plus the outage, so stream time stays monotonic and shows the gap.
+                self._time_offset = self._last_stream_time + seconds
                 self.stats.gaps += 1
                 self.stats.reconnects += 1
                 log.warning("source %s back after %.1f s (%d attempts)", self.uri, seconds, attempts)
@@ -401,14 +461,17 @@ class IteratorSource(Source):
         self._limiter = _RateLimiter(step, fps, None)
 
     def __iter__(self) -> Iterator[SourceFrame]:
+        start = None
         for index, image in enumerate(self._frames):
             self.stats.frames_read += 1
             now = time.monotonic()
+            start = now if start is None else start
             if not self._limiter.keep(index, now):
                 self.stats.frames_skipped += 1
                 continue
             self.stats.frames_yielded += 1
-            yield SourceFrame(image, index, now)
+            # No native rate is known for an app's frames: stream time is time since the first one.
+            yield SourceFrame(image, index, now, now - start, time.time())
 
     def close(self) -> None:
         close = getattr(self._frames, "close", None)
@@ -510,7 +573,7 @@ class ThreadedSource(Source):
 def open_source(uri: Any, *, loop: bool = False, fps: float | None = None, step: int = 1,
                 threaded: bool | None = None, queue_size: int = 16, drop: str | None = None,
                 reconnect: Backoff | None = None, open_timeout_ms: int = 10000,
-                read_timeout_ms: int = 5000) -> Source:
+                read_timeout_ms: int = 5000, transport: str | None = None) -> Source:
     """Open a video source by URI (see the module docstring) or wrap an iterable of frames.
 
     Args:
@@ -525,6 +588,8 @@ def open_source(uri: Any, *, loop: bool = False, fps: float | None = None, step:
         drop: ``"block"`` (default for files/iterables: nothing dropped) or ``"drop_oldest"``
             (default for live sources).
         reconnect: backoff policy for live sources (default :class:`Backoff`).
+        transport: ``"tcp"`` or ``"udp"`` for ``rtsp://`` sources (default: FFmpeg's, which
+            tries UDP first); TCP passes firewalls and NAT, UDP has lower latency on a clean LAN.
 
     Raises:
         SourceError: unknown scheme, missing file, GStreamer unsupported, cannot open.
@@ -543,14 +608,17 @@ def open_source(uri: Any, *, loop: bool = False, fps: float | None = None, step:
     elif isinstance(uri, (str, int, os.PathLike)):
         spec = parse_uri(uri)
         source = VideoCaptureSource(spec, loop=loop, fps=fps, step=step, reconnect=reconnect,
-                                    open_timeout_ms=open_timeout_ms, read_timeout_ms=read_timeout_ms)
+                                    open_timeout_ms=open_timeout_ms, read_timeout_ms=read_timeout_ms,
+                                    transport=transport)
         threaded = True if threaded is None else threaded
     else:
         raise SourceError(f"cannot use a {type(uri).__name__} as a video source")
+    if transport is not None and not isinstance(source, VideoCaptureSource):
+        raise InputError("an RTSP transport applies to rtsp:// sources, not to an iterable of frames")
     if not threaded:
         return source
     return ThreadedSource(source, queue_size=queue_size, drop=drop or ("drop_oldest" if source.live else "block"))
 
 
-__all__ = ["Backoff", "IteratorSource", "Source", "SourceFrame", "SourceGap", "SourceSpec", "SourceStats",
+__all__ = ["RTSP_TRANSPORTS", "Backoff", "IteratorSource", "Source", "SourceFrame", "SourceGap", "SourceSpec", "SourceStats",
            "ThreadedSource", "VideoCaptureSource", "gstreamer_available", "open_source", "parse_uri", "redact"]

@@ -4,14 +4,31 @@ torch-free (numpy + OpenCV) so the runtime can use it.  A frame is an ``HxWx3`` 
 array as OpenCV decodes it; grayscale (``HxW`` or ``HxWx1``) and BGRA (``HxWx4``) frames are
 converted, anything else is refused with :class:`~gcf_trt.errors.FrameError`.
 
-Transform (the torchvision video preset): resize the shorter side to ``spec.resize_short``
-(bilinear), centre-crop ``spec.size`` x ``spec.size``, BGR -> RGB, scale to [0, 1], subtract
-``spec.mean`` and divide by ``spec.std``.  Output ``float32 [3, size, size]``; a clip stacks T of
-them along axis 1: ``[3, T, size, size]``.
+Transform (the geometry of torchvision's video preset: shorter side to ``spec.resize_short``,
+centre crop ``spec.size`` x ``spec.size``), computed crop-first:
+
+1. crop, in *source* coordinates, the centred square the preset's crop keeps: side
+   ``round(min(H, W) * size / resize_short)`` (trimmed by at most ``2**k - 1`` pixels to a
+   multiple of ``2**k``, see 2);
+2. downscale it with ``k`` exact 2x ``INTER_AREA`` halvings (``k = floor(log2(side / size))``,
+   OpenCV's integer fast path), then one ``INTER_LINEAR`` step of less than 2x to ``size``
+   (the halvings already low-pass filtered it).  Without halvings (side < 2 * size) the last
+   step is ``INTER_AREA`` when it shrinks and ``INTER_LINEAR`` when it enlarges;
+3. BGR -> RGB, HWC -> CHW, ``(x / 255 - mean) / std`` in one OpenCV call
+   (``cv2.dnn.blobFromImageWithParams``).
+
+Output ``float32 [3, size, size]``; a clip stacks T of them along axis 1: ``[3, T, size, size]``.
+
+Why crop-first and why these filters: resizing the whole frame with one ``INTER_AREA`` at a
+non-integer ratio was 67-79 % of the end-to-end wall time (issue 14); 1-3 cost a small fraction
+of that and differ from it by about half a source pixel of crop position (the old crop was not
+exactly centred) and the filter kernels; docs/PREPROCESSING.md has the measurements.  The
+normalisation stays outside the backbone graph: in one OpenCV call it is too cheap for a change
+of every engine's input contract to pay (measured there too).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -45,6 +62,39 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     raise FrameError(f"frame shape {frame.shape} is not HxW, HxWx1, HxWx3 or HxWx4")
 
 
+# cv2.dnn.blobFromImageWithParams (OpenCV >= 4.8, which setup.cfg requires) does the channel
+# swap, the layout change and the per-channel normalisation in one pass; builds of OpenCV
+# without the dnn module fall back to numpy (same arithmetic up to float32 rounding).
+_HAS_BLOB = hasattr(getattr(cv2, "dnn", None), "blobFromImageWithParams")
+
+
+class _CropPlan(NamedTuple):
+    """How one source frame size is cropped and downscaled (see the module docstring)."""
+
+    top: int
+    left: int
+    side: int        # square crop side in source pixels, a multiple of 2**halvings
+    halvings: int    # exact 2x INTER_AREA steps after the crop
+    last: int | None  # interpolation of the final step to ``size``; None when already there
+
+
+def crop_plan(height: int, width: int, size: int, resize_short: int) -> _CropPlan:
+    """The source-coordinate crop and resize steps for a ``height`` x ``width`` frame."""
+    side = max(1, round(min(height, width) * size / resize_short))
+    halvings = 0
+    while side >= (2 << halvings) * size:
+        halvings += 1
+    side = side >> halvings << halvings
+    rest = side >> halvings
+    if rest == size:
+        last = None
+    elif halvings or rest < size:
+        last = cv2.INTER_LINEAR
+    else:
+        last = cv2.INTER_AREA
+    return _CropPlan((height - side) // 2, (width - side) // 2, side, halvings, last)
+
+
 class Preprocessor:
     """Callable frame transform for one :class:`ModelSpec` (constants computed once)."""
 
@@ -55,26 +105,45 @@ class Preprocessor:
         # x_norm = (x / 255 - mean) / std = x * scale + offset, per RGB channel.
         self._scale = (1.0 / (255.0 * std)).reshape(3, 1, 1)
         self._offset = (-mean / std).reshape(3, 1, 1)
+        self._blob = None
+        if _HAS_BLOB:
+            # blobFromImage computes (x - mean) * scalefactor, channels in RGB order after swapRB.
+            params = cv2.dnn.Image2BlobParams()
+            params.scalefactor = (*(float(v) for v in self._scale.reshape(3)), 0.0)
+            params.mean = (*(255.0 * float(v) for v in mean), 0.0)
+            params.swapRB = True
+            params.ddepth = cv2.CV_32F
+            self._blob = params
+        self._plans: dict[tuple[int, int], _CropPlan] = {}
 
     def resize_crop(self, frame: np.ndarray) -> np.ndarray:
-        """Resize the shorter side and centre-crop; returns ``size x size x 3`` uint8 BGR."""
+        """Centre-crop and downscale (module docstring, steps 1-2); ``size x size x 3`` uint8 BGR."""
         bgr = as_bgr(frame)
         h, w = bgr.shape[:2]
-        short, size = self.spec.resize_short, self.spec.size
-        scale = short / min(h, w)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(bgr, (new_w, new_h), interpolation=interp)
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        return resized[top:top + size, left:left + size]
+        plan = self._plans.get((h, w))
+        if plan is None:
+            plan = self._plans[(h, w)] = crop_plan(h, w, self.spec.size, self.spec.resize_short)
+        out = bgr[plan.top:plan.top + plan.side, plan.left:plan.left + plan.side]
+        side = plan.side
+        for _ in range(plan.halvings):
+            side //= 2
+            out = cv2.resize(out, (side, side), interpolation=cv2.INTER_AREA)
+        if plan.last is not None:
+            out = cv2.resize(out, (self.spec.size, self.spec.size), interpolation=plan.last)
+        return np.ascontiguousarray(out)
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """Transform one frame to ``float32 [3, size, size]`` (normalised RGB)."""
-        crop = self.resize_crop(frame)
+    def to_tensor(self, crop: np.ndarray) -> np.ndarray:
+        """``size x size x 3`` uint8 BGR -> ``float32 [3, size, size]`` normalised RGB (step 3)."""
+        if self._blob is not None:
+            return cv2.dnn.blobFromImageWithParams(crop, self._blob)[0]
         chw = crop[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)  # BGR -> RGB, HWC -> CHW
         chw *= self._scale
         chw += self._offset
         return chw
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Transform one frame to ``float32 [3, size, size]`` (normalised RGB)."""
+        return self.to_tensor(self.resize_crop(frame))
 
 
 def preprocess_frame(frame: np.ndarray, spec: ModelSpec) -> np.ndarray:

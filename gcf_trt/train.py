@@ -28,6 +28,7 @@ training step ~10x slower (OpenMP workers spin-waiting for a core).
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import CLASSES, VideoSet, clip_overlap
+from .progress import progress_bar
 from .errors import InputError
 from .preprocess import Preprocessor, clip_starts
 from .spec import ModelSpec
@@ -54,10 +56,23 @@ REVERSE_PAIRS = (("move_left", "move_right"), ("move_up", "move_down"), ("rotate
                  ("grow", "shrink"))
 
 
+TORCHVISION_DIMS = {"r3d_18": 512, "mc3_18": 512, "r2plus1d_18": 512, "s3d": 1024}
+MODES = ("scratch", "finetune", "freeze")
+
+
 @dataclass
 class TrainConfig:
-    """Model shape and training recipe (defaults: the committed demo model)."""
+    """Model shape and training recipe (defaults: the committed demo model).
 
+    ``mode``: ``"scratch"`` trains the backbone (edge3d) from random weights, then the head;
+    ``"finetune"`` does the same starting from ``backbone_weights``; ``"freeze"`` keeps the
+    backbone as loaded and trains only the clip classifier and the GCF head on cached
+    descriptors (the backbone runs once per clip, and never again on a second run).
+    """
+
+    backbone: str = "edge3d"
+    backbone_weights: str | None = None   # a state dict file (torchvision's, or an edge3d's)
+    mode: str = "scratch"
     width: int = 8
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     clip_len: int = 8
@@ -68,7 +83,7 @@ class TrainConfig:
     head_hidden: int = 64
     long_range: int = 2
     select_ratio: float = 0.5
-    # backbone stage
+    # backbone stage (in "freeze" mode: the clip classifier on cached descriptors)
     epochs: int = 8
     batch: int = 32
     lr: float = 4e-3
@@ -85,16 +100,38 @@ class TrainConfig:
     head_weight_decay: float = 1e-3
     gate_weight: float = 1.0
     descriptor_dropout: float = 0.2
+    # data
+    val_fraction: float | None = None  # None: 0.2 for user datasets, 0 for the procedural set
+    cache_dir: str | None = None       # descriptor cache ("freeze"); None: beside the checkpoint
     # misc
     seed: int = 0
-    threads: int = 1                 # 1 beats 2 on a shared 2-core box (OpenMP spin-waits); see docs
+    threads: int = 1                 # 1 is fastest when other jobs share the cores (OpenMP spin-waits)
     limit: int | None = None
     labels: list[str] = field(default_factory=lambda: list(CLASSES))
+    save_interval_s: float = 10.0    # head stage: at most one checkpoint per this many seconds
+
+    @classmethod
+    def for_backbone(cls, backbone: str, **overrides) -> "TrainConfig":
+        """Defaults for a backbone: torchvision's video models were trained on 16 x 112 x 112
+        clips (resize 128), so their presets use that; edge3d keeps the demo model's."""
+        base = dict(clip_len=16, stride=16, size=112, resize_short=128, ring_size=8, head_hidden=128) \
+            if backbone in TORCHVISION_DIMS else {}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(backbone=backbone, **base)
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(backbone="edge3d", backbone_args={"width": self.width, "blocks": list(self.blocks)},
+        if self.backbone in TORCHVISION_DIMS:
+            args: dict[str, Any] = {}
+            dim = TORCHVISION_DIMS[self.backbone]
+        elif self.backbone == "edge3d":
+            args, dim = {"width": self.width, "blocks": list(self.blocks)}, 8 * self.width
+        else:
+            from .errors import BackboneError
+            raise BackboneError(f"unknown backbone {self.backbone!r}; available: edge3d, "
+                                f"{', '.join(TORCHVISION_DIMS)}")
+        return ModelSpec(backbone=self.backbone, backbone_args=args,
                          clip_len=self.clip_len, stride=self.stride, size=self.size,
-                         resize_short=self.resize_short, ring_size=self.ring_size, dim=8 * self.width,
+                         resize_short=self.resize_short, ring_size=self.ring_size, dim=dim,
                          labels=list(self.labels), head_hidden=self.head_hidden,
                          long_range=self.long_range, select_ratio=self.select_ratio)
 
@@ -105,6 +142,9 @@ class TrainResult:
     checkpoint_bytes: int
     seconds: float
     history: dict[str, list[float]]
+    validation: dict[str, Any] = field(default_factory=dict)
+    data: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: dict[str, Any] | None = None
 
     @property
     def history_summary(self) -> dict[str, Any]:
@@ -178,10 +218,16 @@ class Augment:
         self.maps = [torch.tensor(flip_map(labels, p)) for p in (FLIP_PAIRS, VFLIP_PAIRS, REVERSE_PAIRS)]
         self.dims = (-2, -3, -4)   # W, H, T
         self.rng = np.random.default_rng(seed)
+        # A user's classes have no known swaps: upside down or backwards, "fall" becomes "get
+        # up".  Only the horizontal mirror (and colour) is label-free for them.
+        procedural = set(labels) <= set(CLASSES)
+        self.allowed = (True, procedural, procedural)
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = len(x)
-        for fmap, dim in zip(self.maps, self.dims):
+        for fmap, dim, ok in zip(self.maps, self.dims, self.allowed):
+            if not ok:
+                continue
             sel = torch.from_numpy(self.rng.random(b) < 0.5)
             shape = [b] + [1] * (x.dim() - 1)
             x = torch.where(sel.view(shape), x.flip(dim), x)
@@ -194,6 +240,7 @@ class Augment:
 
     def video(self, crops: torch.Tensor, label: int, overlap: np.ndarray, which: tuple[bool, bool, bool]):
         """Transform a whole video's clips ``[K, T, H, W, 3]`` (time reversal also reverses the clip order)."""
+        which = tuple(w and ok for w, ok in zip(which, self.allowed))
         for on, fmap, dim in zip(which, self.maps, self.dims):
             if on:
                 crops = crops.flip(dim)
@@ -204,27 +251,29 @@ class Augment:
 
 
 def load_set(videos_dirs, spec: ModelSpec, limit: int | None = None, progress: bool = True) -> list[VideoClips]:
-    """Decode the labelled videos of one or several directories (``limit``: first N in total)."""
-    dirs = [videos_dirs] if isinstance(videos_dirs, (str, Path)) else list(videos_dirs)
-    sets = [VideoSet(d) for d in dirs]
+    """Decode the labelled videos of one or several datasets (``limit``: first N in total).
+
+    Each entry is a dataset in any layout :class:`~gcf_trt.data.VideoSet` reads, or a
+    :class:`VideoSet` already opened (e.g. the training side of a split).
+    """
+    items = [videos_dirs] if isinstance(videos_dirs, (str, Path, VideoSet)) else list(videos_dirs)
+    sets = [d if isinstance(d, VideoSet) else VideoSet(d, labels=spec.labels) for d in items]
     pairs = [(vs, i) for vs in sets for i in range(len(vs))]
     if limit is not None:
         pairs = pairs[:limit]
     label_index = {name: i for i, name in enumerate(spec.labels)}
     out = []
-    it = pairs
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="decode", unit="video")
-    for vs, i in it:
-        frames, rec = vs[i]
-        if rec.label not in label_index:
-            raise InputError(f"{rec.path.name}: label {rec.label!r} is not one of the model's labels")
-        v = load_video_clips(frames, rec, spec, label_index[rec.label])
-        if v.starts:
-            out.append(v)
+    with progress_bar(pairs, desc="decode", unit="video", enabled=progress) as bar:
+        for vs, i in bar:
+            frames, rec = vs[i]
+            if rec.label not in label_index:
+                raise InputError(f"{rec.path.name}: label {rec.label!r} is not one of the model's labels")
+            v = load_video_clips(frames, rec, spec, label_index[rec.label])
+            if v.starts:
+                out.append(v)
     if not out:
-        raise InputError(f"no video in {', '.join(map(str, dirs))} is long enough for one clip of {spec.clip_len} frames")
+        raise InputError(f"no video in {', '.join(str(vs.root) for vs in sets)} is long enough for one clip "
+                         f"of {spec.clip_len} frames", hint="use longer videos or a smaller --clip-len")
     return out
 
 
@@ -267,10 +316,63 @@ def pad_left(desc: list[torch.Tensor], overlaps: list[np.ndarray], n: int):
     return x, mask, ov
 
 
+# ----------------------------------------------------------------------------- checkpoints per epoch
+class _Checkpointer:
+    """Writes the model and the training state to ``out`` at epoch ends, atomically.
+
+    The file is always a loadable gcf-trt checkpoint (the model as trained so far) whose
+    ``extra["train_state"]`` says where training stood (stage, epoch, optimizer and scheduler
+    state), so ``--resume`` continues from it and Ctrl-C between two writes leaves the last.
+    """
+
+    def __init__(self, model, out: Path, extra: dict, history: dict, interval_s: float = 0.0):
+        self.model, self.out, self.extra, self.history = model, Path(out), extra, history
+        self.interval_s = interval_s
+        self.last: tuple[str, int] | None = None
+        self._t = 0.0
+
+    def save(self, stage: str, epoch: int, opt=None, sched=None, probe=None, final: bool = True) -> None:
+        """``epoch`` = epochs of ``stage`` completed; ``final=False`` saves only past the interval."""
+        from .compile.model import save_checkpoint
+        if not final and time.time() - self._t < self.interval_s:
+            return
+        state = {"stage": stage, "epoch": int(epoch),
+                 "optimizer": opt.state_dict() if opt is not None else None,
+                 "scheduler": sched.state_dict() if sched is not None else None,
+                 "probe": probe.state_dict() if probe is not None else None}
+        hist = {k: [float(x) for x in v] for k, v in self.history.items()}
+        save_checkpoint(self.model, self.out, extra={**self.extra, "train_state": state, "history": hist})
+        self.last, self._t = (stage, int(epoch)), time.time()
+
+
+def _resume_point(state: dict | None, stage: str) -> int:
+    """Epochs of ``stage`` already done according to a saved train state (0 when none)."""
+    if not state:
+        return 0
+    order = ["clip", "head", "done"]
+    if order.index(state["stage"]) > order.index(stage):
+        return 10 ** 9                          # the whole stage is done
+    return int(state["epoch"]) if state["stage"] == stage else 0
+
+
+def _restore(obj, state: dict | None, key: str, stage: str) -> None:
+    if state and state["stage"] == stage and state.get(key) is not None and obj is not None:
+        obj.load_state_dict(state[key])
+
+
 # ----------------------------------------------------------------------------- training
+def _epoch_log(log, stage: str, epoch: int, epochs: int, t_stage: float, done_before: int, **stats) -> None:
+    """One line per epoch (the bar is hidden when stderr is not a terminal), with the stage's ETA."""
+    ran = epoch - done_before
+    eta = (time.time() - t_stage) / max(ran, 1) * (epochs - epoch)
+    parts = " ".join(f"{k} {v:.3f}" for k, v in stats.items() if v is not None and not math.isnan(v))
+    log(f"{stage} epoch {epoch}/{epochs}: {parts}; ETA {eta:.0f} s")
+
+
 def train_backbone(model, videos: list[VideoClips], cfg: TrainConfig, history: dict,
-                   log: Callable[[str], None] = print) -> None:
-    from tqdm import tqdm
+                   log: Callable[[str], None] = print, ckpt: _Checkpointer | None = None,
+                   resume: dict | None = None, progress: bool = True) -> None:
+    """Stage 1 on clips: backbone + clip classifier (+ the actionness probe), every epoch saved."""
     spec = model.spec
     augment = Augment(spec.labels, cfg.seed)
     items = [(vi, k) for vi, v in enumerate(videos) for k in range(len(v.starts))]
@@ -283,38 +385,108 @@ def train_backbone(model, videos: list[VideoClips], cfg: TrainConfig, history: d
     steps_per_epoch = math.ceil((len(action_ids) + n_bg) / cfg.batch)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.15)
-    rng = np.random.default_rng(cfg.seed)
+    done = min(_resume_point(resume, "clip"), cfg.epochs)
+    _restore(opt, resume, "optimizer", "clip")
+    _restore(sched, resume, "scheduler", "clip")
+    _restore(probe, resume, "probe", "clip")
     model.train()
-    bar = tqdm(total=total, desc="backbone", unit="batch")
-    for epoch in range(cfg.epochs):
-        # every action clip, a fresh random subset of the (more numerous) background clips
+    t_stage = time.time()
+    for epoch in range(done, cfg.epochs):
+        # the epoch's draws depend only on (seed, epoch): a resumed run sees the same batches
+        rng = np.random.default_rng([cfg.seed, 1, epoch])
+        augment.rng = np.random.default_rng([cfg.seed, 2, epoch])
         order = rng.permutation(np.concatenate([action_ids, rng.choice(background_ids, n_bg, replace=False)]))
         run_loss, run_acc, nb = 0.0, 0.0, 0
-        for s in range(steps_per_epoch):
-            sel = [items[j] for j in order[s * cfg.batch:(s + 1) * cfg.batch]]
-            crops = np.stack([videos[vi].crops[videos[vi].starts[k]:videos[vi].starts[k] + spec.clip_len]
-                              for vi, k in sel])
-            labels = torch.tensor([videos[vi].label for vi, _ in sel])
-            overlap = torch.tensor([float(videos[vi].overlap[k]) for vi, k in sel])
-            x = torch.from_numpy(crops)
-            if cfg.flip:
-                x, labels = augment(x, labels)
-            clips = normalize(x, spec)
-            desc = model.backbone(clips)
-            loss, stats = clip_loss(model.clip_classifier(desc), probe(desc).squeeze(-1), labels, overlap, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            history["clip_loss"].append(stats["loss"])
-            run_loss += stats["loss"]
-            run_acc += 0 if math.isnan(stats["acc"]) else stats["acc"]
-            nb += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss / nb:.3f}", acc=f"{run_acc / nb:.2f}")
+        with progress_bar(total=steps_per_epoch, desc=f"backbone {epoch + 1}/{cfg.epochs}", unit="batch",
+                          enabled=progress) as bar:
+            for s in range(steps_per_epoch):
+                sel = [items[j] for j in order[s * cfg.batch:(s + 1) * cfg.batch]]
+                crops = np.stack([videos[vi].crops[videos[vi].starts[k]:videos[vi].starts[k] + spec.clip_len]
+                                  for vi, k in sel])
+                labels = torch.tensor([videos[vi].label for vi, _ in sel])
+                overlap = torch.tensor([float(videos[vi].overlap[k]) for vi, k in sel])
+                x = torch.from_numpy(crops)
+                if cfg.flip:
+                    x, labels = augment(x, labels)
+                desc = model.backbone(normalize(x, spec))
+                loss, stats = clip_loss(model.clip_classifier(desc), probe(desc).squeeze(-1), labels, overlap, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                history["clip_loss"].append(stats["loss"])
+                run_loss += stats["loss"]
+                run_acc += 0 if math.isnan(stats["acc"]) else stats["acc"]
+                nb += 1
+                bar.update(1)
+                bar.set_postfix_str(f"loss {run_loss / nb:.3f} acc {run_acc / nb:.2f}")
         history["clip_epoch_loss"].append(run_loss / max(nb, 1))
-    bar.close()
+        _epoch_log(log, "backbone", epoch + 1, cfg.epochs, t_stage, done, loss=run_loss / max(nb, 1),
+                   acc=run_acc / max(nb, 1))
+        if ckpt:
+            model.eval()
+            ckpt.save("clip", epoch + 1, opt, sched, probe)
+            model.train()
     model.eval()
+
+
+@dataclass
+class VideoDescriptors:
+    """One video's clip descriptors ``[K, D]`` and its labels (what the head stage needs)."""
+
+    desc: torch.Tensor
+    label: int
+    overlap: np.ndarray
+    ranges: list[tuple[int, int]]
+    window: bool = True
+
+
+def train_clip_classifier(model, videos: list[VideoDescriptors], cfg: TrainConfig, history: dict,
+                          log: Callable[[str], None] = print, ckpt: _Checkpointer | None = None,
+                          resume: dict | None = None, progress: bool = True) -> None:
+    """Stage 1 with a frozen backbone: the clip classifier on cached descriptors (same loss)."""
+    desc = torch.cat([v.desc for v in videos])
+    labels_all = torch.tensor([v.label for v in videos for _ in range(len(v.desc))])
+    overlap_all = torch.from_numpy(np.concatenate([v.overlap for v in videos]).astype(np.float32))
+    is_action = overlap_all.numpy() >= cfg.action_overlap
+    action_ids, background_ids = np.flatnonzero(is_action), np.flatnonzero(~is_action)
+    n_bg = min(len(background_ids), int(round(cfg.background_ratio * max(len(action_ids), 1))))
+    clf = model.clip_classifier
+    opt = torch.optim.AdamW(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batch = max(cfg.batch, 64)                     # descriptors are cheap: bigger steps
+    steps = math.ceil((len(action_ids) + n_bg) / batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps * cfg.epochs))
+    done = min(_resume_point(resume, "clip"), cfg.epochs)
+    _restore(opt, resume, "optimizer", "clip")
+    _restore(sched, resume, "scheduler", "clip")
+    t_stage = time.time()
+    zero_probe = torch.zeros(0)
+    for epoch in range(done, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, 1, epoch])
+        order = rng.permutation(np.concatenate([action_ids, rng.choice(background_ids, n_bg, replace=False)]))
+        clf.train()
+        run, nb = 0.0, 0
+        with progress_bar(range(steps), desc=f"clip classifier {epoch + 1}/{cfg.epochs}", unit="batch",
+                          enabled=progress) as bar:
+            for s in bar:
+                idx = torch.from_numpy(order[s * batch:(s + 1) * batch])
+                x = F.dropout(desc[idx], cfg.descriptor_dropout, training=True)
+                ov = overlap_all[idx]
+                no_probe = zero_probe.new_zeros(len(idx))
+                loss, stats = clip_loss(clf(x), no_probe, labels_all[idx], ov, cfg)
+                if cfg.actionness_weight:           # no probe on a frozen backbone: drop its term
+                    loss = loss - cfg.actionness_weight * F.binary_cross_entropy_with_logits(no_probe, ov)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                run += loss.item()
+                nb += 1
+        clf.eval()
+        history["clip_epoch_loss"].append(run / max(nb, 1))
+        _epoch_log(log, "clip classifier", epoch + 1, cfg.epochs, t_stage, done, loss=run / max(nb, 1))
+        if ckpt:
+            ckpt.save("clip", epoch + 1, opt, sched, final=epoch + 1 == cfg.epochs)
 
 
 @torch.no_grad()
@@ -340,9 +512,9 @@ def video_descriptors(model, videos: list[VideoClips], batch: int = 64, augment:
 
 
 def train_head(model, desc: list[torch.Tensor], labels: list[int], overlaps: list[np.ndarray],
-               cfg: TrainConfig, history: dict) -> None:
+               cfg: TrainConfig, history: dict, ckpt: _Checkpointer | None = None,
+               resume: dict | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
     """Train ``model.head`` on cached descriptors (the backbone does not change)."""
-    from tqdm import tqdm
     n = model.spec.ring_size
     x, mask, ov = pad_left(desc, overlaps, n)
     y = torch.tensor(labels)
@@ -350,46 +522,302 @@ def train_head(model, desc: list[torch.Tensor], labels: list[int], overlaps: lis
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.head_weight_decay)
     steps = math.ceil(len(y) / cfg.head_batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps * cfg.head_epochs))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    head.train()
-    for _ in tqdm(range(cfg.head_epochs), desc="head", unit="epoch"):
-        perm = torch.randperm(len(y), generator=gen)
-        tot = 0.0
-        for s in range(steps):
-            idx = perm[s * cfg.head_batch:(s + 1) * cfg.head_batch]
-            xb = F.dropout(x[idx], cfg.descriptor_dropout, training=True)
-            logits, gates = head(xb, mask[idx])
-            loss = head_loss(logits, gates, y[idx], ov[idx], mask[idx], cfg.gate_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += loss.item() * len(idx)
-        history["head_loss"].append(tot / len(y))
+    done = min(_resume_point(resume, "head"), cfg.head_epochs)
+    _restore(opt, resume, "optimizer", "head")
+    _restore(sched, resume, "scheduler", "head")
+    t_stage = time.time()
+    with progress_bar(range(done, cfg.head_epochs), desc="head", unit="epoch", total=cfg.head_epochs,
+                      initial=done, enabled=progress) as bar:
+        for epoch in bar:
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            perm = torch.randperm(len(y), generator=gen)
+            head.train()
+            tot = 0.0
+            for s in range(steps):
+                idx = perm[s * cfg.head_batch:(s + 1) * cfg.head_batch]
+                xb = F.dropout(x[idx], cfg.descriptor_dropout, training=True, )
+                logits, gates = head(xb, mask[idx])
+                loss = head_loss(logits, gates, y[idx], ov[idx], mask[idx], cfg.gate_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                tot += loss.item() * len(idx)
+            head.eval()
+            history["head_loss"].append(tot / len(y))
+            bar.set_postfix_str(f"loss {tot / len(y):.3f}")
+            last = epoch + 1 == cfg.head_epochs
+            if log and (last or (epoch + 1) % max(1, cfg.head_epochs // 10) == 0):
+                _epoch_log(log, "head", epoch + 1, cfg.head_epochs, t_stage, done, loss=tot / len(y))
+            if ckpt:
+                # head epochs take milliseconds; a 100 MB checkpoint each would dominate, so the
+                # head stage saves at most once per save_interval_s (and always at its end)
+                ckpt.save("head", epoch + 1, opt, sched, final=last)
     head.eval()
 
 
-def train(videos_dir, out, cfg: TrainConfig | None = None, log: Callable[[str], None] = print) -> TrainResult:
-    """Train both stages and write the checkpoint (atomic); returns where and the loss history."""
-    from .compile.model import GCFNet, save_checkpoint
+# ----------------------------------------------------------------------------- descriptor cache
+CACHE_VERSION = 1
+
+
+def descriptor_cache_key(model) -> str:
+    """sha256 of what a clip descriptor depends on: the backbone's weights and the preprocessing."""
+    import hashlib
+    spec = model.spec
+    digest = hashlib.sha256(json.dumps({
+        "version": CACHE_VERSION, "backbone": spec.backbone, "backbone_args": spec.backbone_args,
+        "clip_len": spec.clip_len, "stride": spec.stride, "frame_step": spec.frame_step, "size": spec.size,
+        "resize_short": spec.resize_short, "mean": list(spec.mean), "std": list(spec.std)}, sort_keys=True).encode())
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def cached_descriptors(model, dataset: VideoSet, cache_dir: str | Path, *, batch: int = 8,
+                       progress: bool = True, stats: dict | None = None) -> list[VideoDescriptors]:
+    """Descriptors of every record of ``dataset``, computed once per (backbone, preprocessing,
+    video file) and kept in ``cache_dir`` (one ``.npz`` per file, written atomically).
+
+    A file's entry is keyed by its absolute path, size and modification time, so an edited
+    video is recomputed.  ``stats`` (optional) receives ``{"hits": n, "misses": m}``.
+    """
+    import hashlib
+    from .fsutil import atomic_file
+    key = descriptor_cache_key(model)
+    root = Path(cache_dir) / key[:16]
+    root.mkdir(parents=True, exist_ok=True)
+    spec = model.spec
+    index = {name: i for i, name in enumerate(spec.labels)}
+    counts = stats if stats is not None else {}
+    counts.setdefault("hits", 0)
+    counts.setdefault("misses", 0)
+    memo: dict[str, tuple[torch.Tensor, list[tuple[int, int]]]] = {}
+    out = []
+    model.eval()
+    with progress_bar(range(len(dataset)), desc="descriptors", unit="video", enabled=progress) as bar:
+        for i in bar:
+            rec = dataset.records[i]
+            st = rec.path.stat()
+            fkey = hashlib.sha256(f"{rec.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+            if fkey not in memo:
+                entry = root / f"{fkey}.npz"
+                if entry.is_file():
+                    with np.load(entry) as z:
+                        memo[fkey] = (torch.from_numpy(z["desc"]), [tuple(map(int, r)) for r in z["ranges"]])
+                    counts["hits"] += 1
+                else:
+                    frames, drec = dataset[i]
+                    v = load_video_clips(frames, drec, spec, index[rec.label])
+                    if not v.starts:
+                        memo[fkey] = (torch.zeros(0, spec.dim), [])
+                    else:
+                        clips = video_clips_tensor(v, spec)
+                        d = torch.cat([model.backbone(clips[j:j + batch]) for j in range(0, len(clips), batch)])
+                        memo[fkey] = (d, list(v.ranges))
+                    with atomic_file(entry) as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.savez(fh, desc=memo[fkey][0].numpy(), ranges=np.asarray(memo[fkey][1], np.int64).reshape(-1, 2))
+                    counts["misses"] += 1
+            d, ranges = memo[fkey]
+            if len(ranges) == 0:
+                continue
+            out.append(VideoDescriptors(d, index[rec.label], clip_overlap(ranges, rec.start, rec.end), ranges,
+                                        rec.window))
+    return out
+
+
+# ----------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(model, videos: list[VideoDescriptors]) -> dict[str, Any]:
+    """Top-1 of GCF, the average of clip logits and the central clip on held-out videos."""
+    from .evaluate import baseline_predictions, fuse_video, torch_fns
+    if not videos:
+        return {}
+    _, head = torch_fns(model)
+    y, gcf, avg, cen = [], [], [], []
+    for v in videos:
+        d = v.desc.numpy().astype(np.float32)
+        logits, _ = fuse_video(d, model.spec.ring_size, head)
+        c, a = baseline_predictions(model, d)
+        y.append(v.label)
+        gcf.append(int(logits.argmax()))
+        avg.append(a)
+        cen.append(c)
+    y = np.array(y)
+    return {"videos": int(len(y)), "gcf_top1": float((np.array(gcf) == y).mean()),
+            "average_top1": float((np.array(avg) == y).mean()),
+            "central_clip_top1": float((np.array(cen) == y).mean())}
+
+
+# ----------------------------------------------------------------------------- the whole run
+def _open_sets(videos) -> list[VideoSet]:
+    """Open one or several datasets with one label list (the procedural classes in their
+    canonical order when every set is procedural, else the sorted union)."""
+    items = [videos] if isinstance(videos, (str, Path, VideoSet)) else list(videos)
+    sets = [v if isinstance(v, VideoSet) else VideoSet(v) for v in items]
+    if len(sets) > 1:
+        names = sorted({n for vs in sets for n in vs.labels})
+        if all(vs.layout == "procedural" for vs in sets) and set(names) <= set(CLASSES):
+            names = list(CLASSES)
+        if any(vs.labels != names for vs in sets):
+            sets = [VideoSet(vs.root, labels=names, layout=vs.layout) for vs in sets]
+    return sets
+
+
+def train(videos, out, cfg: TrainConfig | None = None, log: Callable[[str], None] = print, *,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train a GCF-Net on labelled videos and write the checkpoint (atomically, every epoch).
+
+    Args:
+        videos: one dataset or several (directories or annotation files; any layout
+            :class:`~gcf_trt.data.VideoSet` reads).
+        out: the checkpoint path; rewritten at each epoch's end with the training state.
+        cfg: the recipe; ``cfg.mode`` picks scratch / finetune / freeze (see :class:`TrainConfig`).
+        resume: continue from ``out``'s saved training state (same config and data).
+        progress: progress bars (drawn only on a terminal); ``log`` gets one line per epoch.
+
+    Raises:
+        InputError, CheckpointError, BackboneError: bad data, weights file or resume point.
+    """
+    from .compile.model import GCFNet, load_checkpoint, load_pretrained_backbone
+    from .errors import CheckpointError
     cfg = cfg or TrainConfig()
+    if cfg.mode not in MODES:
+        raise InputError(f"unknown training mode {cfg.mode!r}", hint=f"use one of {', '.join(MODES)}")
+    if cfg.mode == "finetune" and not cfg.backbone_weights and not resume:
+        raise InputError("--finetune needs --backbone-weights FILE (the weights to start from)",
+                         hint="pass the state dict file, or drop --finetune to train from scratch")
+    out = Path(out)
     t0 = time.time()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    sets = _open_sets(videos)
+    cfg.labels = list(sets[0].labels)
+    for vs in sets:
+        log(vs.summary_text())
     spec = cfg.spec()
-    model = GCFNet(spec)
-    videos = load_set(videos_dir, spec, cfg.limit)
+    state = None
+    if resume:
+        model = load_checkpoint(out)
+        if model.spec.to_dict() != spec.to_dict():
+            diff = [k for k, v in spec.to_dict().items() if model.spec.to_dict().get(k) != v]
+            raise CheckpointError(f"{out} was trained with another configuration ({', '.join(diff)} differ)",
+                                  hint="resume with the same options and data, or train to a new --out")
+        state = torch.load(out, map_location="cpu", weights_only=True)["extra"].get("train_state")
+        if not state:
+            raise CheckpointError(f"{out} has no training state to resume from",
+                                  hint="it was not written by gcf-trt train; train to a new --out")
+        log(f"{out} finished training; nothing to resume (validation recomputed)" if state["stage"] == "done"
+            else f"resuming {out} after {state['stage']} epoch {state['epoch']}")
+    else:
+        model = GCFNet(spec)
+        if cfg.backbone_weights:
+            load_pretrained_backbone(model.backbone, spec.backbone, cfg.backbone_weights)
+            log(f"backbone {spec.backbone}: weights from {cfg.backbone_weights}")
+    procedural = all(vs.layout == "procedural" for vs in sets)
+    val_fraction = cfg.val_fraction if cfg.val_fraction is not None else (0.0 if procedural else 0.2)
+    splits = [vs.split(val_fraction, cfg.seed) for vs in sets]
+    train_sets = [t for t, _ in splits]
+    val_sets = [v for _, v in splits if len(v)]
+    if cfg.limit is not None:
+        train_sets = [vs.subset(vs.records[:cfg.limit]) for vs in train_sets]
     history: dict[str, list[float]] = {"clip_loss": [], "clip_epoch_loss": [], "head_loss": []}
-    n_clips = sum(len(v.starts) for v in videos)
-    log(f"{len(videos)} videos, {n_clips} clips; model {sum(p.numel() for p in model.parameters())} parameters")
-    train_backbone(model, videos, cfg, history, log)
-    desc, labels, overlaps = video_descriptors(model, videos)
-    if cfg.flip:
-        d2, l2, o2 = video_descriptors(model, videos, augment=Augment(spec.labels, cfg.seed + 1), seed=cfg.seed + 1)
-        desc, labels, overlaps = desc + d2, labels + l2, overlaps + o2
-    train_head(model, desc, labels, overlaps, cfg, history)
+    if state:
+        history.update({k: list(v) for k, v in
+                        torch.load(out, map_location="cpu", weights_only=True)["extra"].get("history", {}).items()})
     extra = {"train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-             "videos": [str(d) for d in ([videos_dir] if isinstance(videos_dir, (str, Path)) else videos_dir)], "num_videos": len(videos), "num_clips": n_clips,
-             "history": {k: [float(v[0]), float(v[-1])] for k, v in history.items() if v}}
-    path = save_checkpoint(model, out, extra=extra)
-    return TrainResult(path, path.stat().st_size, time.time() - t0, history)
+             "videos": [str(vs.root) for vs in sets],
+             "data": [vs.summary() for vs in sets],
+             "num_train_videos": sum(len(t) for t in train_sets),
+             "num_val_videos": sum(len(v) for v in val_sets)}
+    ckpt = _Checkpointer(model, out, extra, history, cfg.save_interval_s)
+    cache_stats: dict[str, int] = {}
+    log(f"{extra['num_train_videos']} training videos, {extra['num_val_videos']} validation videos; "
+        f"{spec.backbone} backbone, mode {cfg.mode}; {sum(p.numel() for p in model.parameters())} parameters")
+    try:
+        if cfg.mode == "freeze":
+            for p in model.backbone.parameters():
+                p.requires_grad_(False)
+            cache = Path(cfg.cache_dir) if cfg.cache_dir else out.parent / ".gcf-trt-cache"
+            tr = [v for t in train_sets for v in cached_descriptors(model, t, cache, progress=progress,
+                                                                     stats=cache_stats)]
+            va = [v for s in val_sets for v in cached_descriptors(model, s, cache, progress=progress,
+                                                                   stats=cache_stats)]
+            log(f"descriptor cache {cache}: {cache_stats['hits']} videos reused, {cache_stats['misses']} computed")
+            if not tr:
+                raise InputError(f"no training video is long enough for one clip of {spec.clip_len} frames",
+                                 hint="use longer videos or a smaller --clip-len")
+            train_clip_classifier(model, tr, cfg, history, log, ckpt, state, progress)
+            desc, labels, overlaps = [v.desc for v in tr], [v.label for v in tr], [v.overlap for v in tr]
+        else:
+            clips = load_set(train_sets, spec, progress=progress)
+            train_backbone(model, clips, cfg, history, log, ckpt, state, progress)
+            desc, labels, overlaps = video_descriptors(model, clips)
+            if cfg.flip:
+                d2, l2, o2 = video_descriptors(model, clips, augment=Augment(spec.labels, cfg.seed + 1),
+                                               seed=cfg.seed + 1)
+                desc, labels, overlaps = desc + d2, labels + l2, overlaps + o2
+            del clips
+            va = []
+            if val_sets:
+                vclips = load_set(val_sets, spec, progress=progress)
+                d, l, o = video_descriptors(model, vclips)
+                va = [VideoDescriptors(dv, lv, ov, vc.ranges) for dv, lv, ov, vc in zip(d, l, o, vclips)]
+        train_head(model, desc, labels, overlaps, cfg, history, ckpt, state, progress, log)
+    except KeyboardInterrupt:
+        where = f"{ckpt.last[0]} epoch {ckpt.last[1]}" if ckpt.last else "none written yet"
+        log(f"interrupted: the last good checkpoint is {out} ({where}); continue with --resume")
+        raise
+    validation = validate(model, va)
+    extra["validation"] = validation
+    ckpt.extra = extra
+    ckpt.save("done", 0)
+    if validation:
+        log(f"validation ({validation['videos']} videos): GCF top-1 {100 * validation['gcf_top1']:.1f}%, "
+            f"average of clips {100 * validation['average_top1']:.1f}%, "
+            f"central clip {100 * validation['central_clip_top1']:.1f}%")
+    return TrainResult(out, out.stat().st_size, time.time() - t0, history, validation, extra["data"],
+                       {"stage": state["stage"], "epoch": state["epoch"]} if state else None)
+
+
+_CLI_FIELDS = ("clip_len", "stride", "size", "resize_short", "ring_size", "epochs", "head_epochs", "width",
+               "batch", "lr", "seed", "threads", "gate_weight", "limit", "val_fraction", "cache_dir")
+
+
+def train_from_args(opts: dict[str, Any], log: Callable[[str], None] = print) -> TrainResult:
+    """``gcf-trt train``: the command line's options (argparse names) -> :func:`train`.
+
+    Checks the values here so the messages name the flags (``--epochs must be >= 1``).
+    """
+    for name in ("clip_len", "stride", "size", "resize_short", "ring_size", "epochs", "head_epochs", "width",
+                 "batch", "threads", "limit"):
+        v = opts.get(name)
+        if v is not None and v < (0 if name in ("epochs", "head_epochs") else 1):
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be >= {0 if name in ('epochs', 'head_epochs') else 1}, got {v}")
+    vf = opts.get("val_fraction")
+    if vf is not None and not 0.0 <= vf < 1.0:
+        raise InputError(f"--val-fraction must be in [0, 1), got {vf}", hint="e.g. 0.2 for a fifth of the videos")
+    if opts.get("lr") is not None and opts["lr"] <= 0:
+        raise InputError(f"--lr must be > 0, got {opts['lr']}")
+    backbone = opts.get("backbone") or "edge3d"
+    if opts.get("freeze_backbone"):
+        mode = "freeze"
+    elif opts.get("finetune"):
+        mode = "finetune"
+    else:
+        mode = "finetune" if opts.get("backbone_weights") else "scratch"
+    if backbone != "edge3d" and mode == "scratch":
+        raise InputError(f"training {backbone} from random weights on a CPU would take days",
+                         hint="pass --backbone-weights FILE (e.g. Kinetics-400 weights) with --freeze-backbone "
+                              "or --finetune, or use --backbone edge3d")
+    cfg = TrainConfig.for_backbone(backbone, **{k: opts.get(k) for k in _CLI_FIELDS})
+    if opts.get("stride") is None and opts.get("clip_len") is not None:
+        cfg.stride = cfg.clip_len
+    if opts.get("resize_short") is None and opts.get("size") is not None:
+        cfg.resize_short = max(cfg.resize_short, int(round(cfg.size * 8 / 7)))
+    cfg.mode = mode
+    cfg.backbone_weights = opts.get("backbone_weights")
+    return train(opts["videos"], opts["out"], cfg, log=log, resume=bool(opts.get("resume")))

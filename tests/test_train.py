@@ -65,3 +65,88 @@ def test_tiny_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tiny_vid
     assert h["head_loss"][-1] < h["head_loss"][0]
     model = load_checkpoint(result.checkpoint)
     assert model.spec.labels == list(CLASSES) and model.spec.ring_size == 32
+
+
+# ----------------------------------------------------------------------------- user data, frozen backbone, resume
+from conftest import write_video as _write_clip  # noqa: E402
+
+FROZEN = dict(width=4, clip_len=4, stride=4, size=32, resize_short=36, ring_size=8, head_hidden=16,
+              epochs=3, head_epochs=12, descriptor_dropout=0.0, save_interval_s=0.0, mode="freeze")
+
+
+@pytest.fixture(scope="module")
+def folder_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folders")
+    for c, label in enumerate(("clap", "wave")):
+        (root / label).mkdir()
+        for i in range(4):
+            _write_clip(root / label / f"{i}.mp4", num_frames=24 + 4 * i, size=(48, 40), seed=10 * c + i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    from gcf_trt.compile.model import build_backbone
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp("w") / "edge3d_w4.pt"
+    torch.save(build_backbone("edge3d", width=4, blocks=(1, 1, 1, 1)).state_dict(), path)
+    return path
+
+
+def test_frozen_backbone_from_a_state_dict_file_and_the_descriptor_cache(folder_set, weights_file, tmp_path):
+    cfg = TrainConfig(backbone_weights=str(weights_file), **FROZEN)
+    logs = []
+    result = train(folder_set, tmp_path / "m.pt", cfg, log=logs.append, progress=False)
+    model = load_checkpoint(result.checkpoint)
+    saved = torch.load(weights_file, weights_only=True)
+    for k, v in model.backbone.state_dict().items():          # frozen: exactly the file's weights
+        torch.testing.assert_close(v, saved[k])
+    assert model.spec.labels == ["clap", "wave"]
+    assert result.validation["videos"] == 2                   # 0.2 of 4 per class, at least 1
+    assert "descriptor cache" in "\n".join(logs) and "8 computed" in "\n".join(logs)
+    logs.clear()
+    again = train(folder_set, tmp_path / "m2.pt", TrainConfig(backbone_weights=str(weights_file), **FROZEN),
+                  log=logs.append, progress=False)
+    assert "8 videos reused, 0 computed" in "\n".join(logs)
+    assert again.validation == result.validation
+    other = TrainConfig(backbone_weights=str(weights_file), **{**FROZEN, "size": 40, "resize_short": 44})
+    logs.clear()
+    train(folder_set, tmp_path / "m3.pt", other, log=logs.append, progress=False)
+    assert "0 videos reused, 8 computed" in "\n".join(logs)    # another preprocessing: recomputed
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_identically(folder_set, weights_file, tmp_path):
+    cfg = dict(backbone_weights=str(weights_file), cache_dir=str(tmp_path / "cache"), **FROZEN)
+    ref = train(folder_set, tmp_path / "ref.pt", TrainConfig(**cfg), log=lambda m: None, progress=False)
+
+    def interrupt(msg):
+        if msg.startswith("head epoch 6/"):
+            raise KeyboardInterrupt
+    out = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(folder_set, out, TrainConfig(**cfg), log=interrupt, progress=False)
+    state = torch.load(out, weights_only=True)["extra"]["train_state"]
+    assert (state["stage"], state["epoch"]) == ("head", 5)   # the last finished epoch, loadable
+    load_checkpoint(out)
+    resumed = train(folder_set, out, TrainConfig(**cfg), log=lambda m: None, resume=True, progress=False)
+    assert resumed.resumed_from == {"stage": "head", "epoch": 5}
+    a, b = load_checkpoint(ref.checkpoint).state_dict(), load_checkpoint(out).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert len(resumed.history["head_loss"]) == FROZEN["head_epochs"]
+
+
+def test_train_cli_flag_errors_name_the_flag(folder_set, tmp_path):
+    import subprocess
+    import sys
+    for args, fragment in [(["--epochs", "-1"], "--epochs must be >= 0"),
+                           (["--val-fraction", "20"], "--val-fraction must be in [0, 1)"),
+                           (["--backbone", "r3d_18"], "r3d_18 from random weights"),
+                           (["--backbone-weights", str(tmp_path / "missing.pt")], "does not exist"),
+                           (["--resume"], "does not exist")]:
+        proc = subprocess.run([sys.executable, "-m", "gcf_trt.cli", "train", "--videos", str(folder_set),
+                               "--out", str(tmp_path / "x.pt"), *args], capture_output=True, text=True, timeout=120)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error[")]
+        assert proc.returncode == 1 and len(errors) == 1 and fragment in errors[0], proc.stderr
+        assert sum(ln.startswith("hint: ") for ln in proc.stderr.splitlines()) == 1
+        assert "Traceback" not in proc.stderr

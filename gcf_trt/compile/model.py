@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BackboneError, CheckpointError, GcfError
+from ..fsutil import atomic_file
 from ..spec import ModelSpec
 
 CHECKPOINT_FORMAT = "gcf-trt-checkpoint"
@@ -414,12 +415,10 @@ def save_checkpoint(model: GCFNet, path: str | os.PathLike, extra: dict | None =
                "spec": model.spec.to_dict(), "state_dict": model.state_dict(),
                "extra": extra or {}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    # fsynced temp file + rename: a crash or Ctrl-C mid-write leaves the previous checkpoint
+    # (training saves one every epoch and --resume relies on it).
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -40,6 +40,7 @@ from .data import VideoSet, clip_overlap
 from .errors import InputError
 from .manifest import write_json_atomic
 from .preprocess import clips_from_frames
+from .progress import progress_bar
 from .segments import Segment, segments_from_gates, temporal_iou
 
 HeadFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -93,7 +94,7 @@ class VideoResult:
     oracle_average: int
     gates: np.ndarray
     segments: list[Segment]
-    tiou: float
+    tiou: float | None               # None: the video has no annotated action window
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -162,8 +163,15 @@ def best_segment_tiou(segments: Sequence[Segment], start: int, end: int) -> floa
 
 def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
              engines_dirs: Sequence[str | os.PathLike] = (), *, limit: int | None = None,
-             threads: int = 1, progress: bool = True, segment_options: dict | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint (and optionally engines) on a labelled video directory.
+             threads: int = 1, progress: bool = True, segment_options: dict | None = None,
+             split: str = "all", val_fraction: float = 0.2, seed: int = 0) -> dict[str, Any]:
+    """Evaluate a checkpoint (and optionally engines) on a labelled dataset.
+
+    ``videos_dir`` is any layout :class:`~gcf_trt.data.VideoSet` reads (class folders, an
+    annotation file, a make-videos directory).  ``split``: ``"all"`` videos, or the ``"val"`` /
+    ``"train"`` side of the split ``gcf-trt train`` made (the split column, else
+    ``val_fraction`` and ``seed``, which must match the training run's).  Segment tIoU is
+    computed over the videos with an annotated action window (None when there is none).
 
     Returns the report dict (see the module docstring); ``report["videos"]`` has per-video rows.
     """
@@ -175,7 +183,14 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
     model = load_checkpoint(checkpoint)
     spec = model.spec
     label_index = {name: i for i, name in enumerate(spec.labels)}
-    vs = VideoSet(videos_dir)
+    vs = VideoSet(videos_dir, labels=spec.labels)
+    if split != "all":
+        if split not in ("train", "val"):
+            raise InputError(f"--split must be all, train or val, got {split!r}")
+        vs = vs.split(val_fraction, seed)[0 if split == "train" else 1]
+        if not len(vs):
+            raise InputError(f"{videos_dir}: the {split} split is empty",
+                             hint="use --split all, or the --val-fraction the model was trained with")
     n_videos = len(vs) if limit is None else min(limit, len(vs))
     seg_opts = dict(segment_options or {})
     t_backbone, t_head = torch_fns(model)
@@ -186,13 +201,10 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
             raise InputError(f"{path} was built with another spec than {checkpoint}")
         engines.append((str(path), eng, *engine_fns(eng)))
     results: list[VideoResult] = []
-    it = range(n_videos)
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="eval", unit="video")
     t0 = time.time()
+    bar = progress_bar(range(n_videos), desc="eval", unit="video", enabled=progress)
     try:
-        for i in it:
+        for i in bar:
             frames, rec = vs[i]
             if rec.label not in label_index:
                 raise InputError(f"{rec.path.name}: label {rec.label!r} is not one of the model's labels")
@@ -206,13 +218,14 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
             segs = segments_from_gates(gates, ranges, **seg_opts)
             r = VideoResult(rec.path.name, label_index[rec.label], rec.start, rec.end, len(frames), ranges,
                             central, average, int(logits.argmax()), gated, oracle, gates, segs,
-                            best_segment_tiou(segs, rec.start, rec.end))
+                            best_segment_tiou(segs, rec.start, rec.end) if rec.window else None)
             for name, _, e_backbone, e_head in engines:
                 e_desc = batched(e_backbone, clips)
                 e_logits, e_gates = fuse_video(e_desc, spec.ring_size, e_head)
                 r.engines[name] = {"pred": int(e_logits.argmax()), "gates": e_gates}
             results.append(r)
     finally:
+        bar.close()
         for _, eng, *_ in engines:
             eng.close()
     if not results:
@@ -220,7 +233,7 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
     report = summarize(results, spec.labels)
     report.update({
         "checkpoint": str(checkpoint), "model_hash": model_hash(model), "videos_dir": str(videos_dir),
-        "seed": _seed_of(vs), "num_videos": len(results), "num_clips": int(sum(len(r.ranges) for r in results)),
+        "seed": _seed_of(vs), "layout": vs.layout, "split": split, "num_videos": len(results), "num_clips": int(sum(len(r.ranges) for r in results)),
         "ring_size": spec.ring_size, "max_clips_per_video": int(max(len(r.ranges) for r in results)),
         "seconds": round(time.time() - t0, 1),
     })
@@ -247,20 +260,23 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
         report["int8_note"] = "no INT8 engines directory was evaluated (pass --engines DIR of an int8 build)"
     report["videos"] = [{"file": r.name, "label": spec.labels[r.label], "start": r.start, "end": r.end,
                          "central": spec.labels[r.central], "average": spec.labels[r.average],
-                         "gcf": spec.labels[r.gcf], "tiou": round(r.tiou, 4),
+                         "gcf": spec.labels[r.gcf], "tiou": None if r.tiou is None else round(r.tiou, 4),
                          "gates": [round(float(g), 4) for g in r.gates],
                          "segments": [s.to_dict() for s in r.segments]} for r in results]
     return report
 
 
 def _seed_of(vs: VideoSet):
-    seeds = sorted({r.seed for r in vs.records})
+    seeds = sorted({r.seed for r in vs.records if r.seed is not None})
+    if not seeds:
+        return None                    # a user's dataset: no generator seed
     return seeds[0] if len(seeds) == 1 else seeds
 
 
 def summarize(results: Sequence[VideoResult], labels: Sequence[str]) -> dict[str, Any]:
     """Top-1 of each method, per-class GCF accuracy and mean tIoU over ``results``."""
     y = np.array([r.label for r in results])
+    tious = [r.tiou for r in results if r.tiou is not None]
     out = {
         "central_clip_top1": float((np.array([r.central for r in results]) == y).mean()),
         "average_top1": float((np.array([r.average for r in results]) == y).mean()),
@@ -269,8 +285,10 @@ def summarize(results: Sequence[VideoResult], labels: Sequence[str]) -> dict[str
             "gated_average_top1": float((np.array([r.gated_average for r in results]) == y).mean()),
             "oracle_action_average_top1": float((np.array([r.oracle_average for r in results]) == y).mean()),
         },
-        "segment_tiou": float(np.mean([r.tiou for r in results])),
-        "segment_recall_at_0.5": float(np.mean([r.tiou >= 0.5 for r in results])),
+        # only videos with an annotated window have a ground truth to localize
+        "segment_tiou": float(np.mean(tious)) if tious else None,
+        "segment_recall_at_0.5": float(np.mean([t >= 0.5 for t in tious])) if tious else None,
+        "segment_videos": len(tious),
     }
     per_class = {}
     for c, name in enumerate(labels):
@@ -289,10 +307,13 @@ def markdown_table(report: dict[str, Any]) -> str:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}"
     lines = [
-        f"# Accuracy on {report['num_videos']} held-out videos (seed {report['seed']})", "",
+        (f"# Accuracy on {report['num_videos']} held-out videos (seed {report['seed']})"
+         if report.get("seed") is not None else
+         f"# Accuracy on {report['num_videos']} videos ({report.get('layout', 'dataset')}, split {report.get('split', 'all')})"), "",
         f"Checkpoint `{report['checkpoint']}` (model {report['model_hash']}); videos `{report['videos_dir']}`; "
         f"{report['num_clips']} clips, ring of {report['ring_size']} slots (max {report['max_clips_per_video']} "
-        f"clips per video: the head sees every clip).", "",
+        f"clips per video: " + ("the head sees every clip)." if report['max_clips_per_video'] <= report['ring_size']
+                                else "longer videos are fused in windows of the ring's size, logits averaged)."), "",
         f"Command: `{report.get('command', '')}`", "",
         "| method | top-1 (%) |", "|---|---|",
         f"| central clip | {pct(report['central_clip_top1'])} |",
@@ -312,9 +333,12 @@ def markdown_table(report: dict[str, Any]) -> str:
                   f"{pct(diag['oracle_action_average_top1'])} |"]
     lines += ["", f"GCF - average: {100 * (report['gcf_top1'] - report['average_top1']):+.2f} points; "
               f"GCF - central clip: {100 * (report['gcf_top1'] - report['central_clip_top1']):+.2f} points.", "",
-              f"Temporal localization from the gates: mean tIoU {report['segment_tiou']:.3f} "
-              f"(best-scoring segment vs ground truth); tIoU >= 0.5 on "
-              f"{pct(report['segment_recall_at_0.5'])} % of the videos.", "",
+              (f"Temporal localization from the gates: mean tIoU {report['segment_tiou']:.3f} "
+               f"(best-scoring segment vs ground truth, {report.get('segment_videos', report['num_videos'])} videos "
+               f"with an annotated window); tIoU >= 0.5 on {pct(report['segment_recall_at_0.5'])} % of them."
+               if report.get("segment_tiou") is not None else
+               "Temporal localization: n/a (no video has an annotated action window; add start_s,end_s "
+               "to the annotation file)"), "",
               "| class | n | central | average | GCF |", "|---|---|---|---|---|"]
     for name, row in report["per_class"].items():
         lines.append(f"| {name} | {row['n']} | {pct(row['central'])} | {pct(row['average'])} | {pct(row['gcf'])} |")

@@ -8,8 +8,8 @@ Transform (the geometry of torchvision's video preset: shorter side to ``spec.re
 centre crop ``spec.size`` x ``spec.size``), computed crop-first:
 
 1. crop, in *source* coordinates, the centred square the preset's crop keeps: side
-   ``round(min(H, W) * size / resize_short)`` (trimmed by at most ``2**k - 1`` pixels to a
-   multiple of ``2**k``, see 2);
+   ``min(H, W) * size / resize_short`` rounded to a multiple of ``2**k`` (see 2), or without
+   halvings to an integer of the shorter side's parity so that the crop is exactly centred;
 2. downscale it with ``k`` exact 2x ``INTER_AREA`` halvings (``k = floor(log2(side / size))``,
    OpenCV's integer fast path), then one ``INTER_LINEAR`` step of less than 2x to ``size``
    (the halvings already low-pass filtered it).  Without halvings (side < 2 * size) the last
@@ -80,11 +80,19 @@ class _CropPlan(NamedTuple):
 
 def crop_plan(height: int, width: int, size: int, resize_short: int) -> _CropPlan:
     """The source-coordinate crop and resize steps for a ``height`` x ``width`` frame."""
-    side = max(1, round(min(height, width) * size / resize_short))
+    short = min(height, width)
+    exact = short * size / resize_short
     halvings = 0
-    while side >= (2 << halvings) * size:
+    while exact >= (2 << halvings) * size:
         halvings += 1
-    side = side >> halvings << halvings
+    unit = 1 << halvings
+    if halvings:
+        side = unit * min(round(exact / unit), short // unit)
+    else:
+        # The side with the parity of the shorter frame side centres the crop exactly on it
+        # (a 0.5-pixel shift moves the predictions of a small model measurably).
+        side = short - 2 * round((short - exact) / 2)
+    side = max(1, side)
     rest = side >> halvings
     if rest == size:
         last = None

@@ -56,19 +56,23 @@ def test_crop_geometry_is_the_centred_preset_crop(hw):
     assert abs(plan.side - exact) <= 2 ** plan.halvings  # rounding + trim to a multiple of 2**k
     assert abs(plan.top - (h - plan.side) / 2) <= 0.5 and abs(plan.left - (w - plan.side) / 2) <= 0.5
     assert plan.side / 2 ** plan.halvings < 2 * spec.size
+    # Ramps that span 0..255 over (just beyond) the exact crop, so a misplaced crop shows.
+    lo_x, lo_y = (w - exact) / 2 - 2, (h - exact) / 2 - 2
+    slope = 255 / (exact + 4)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     frame = np.zeros((h, w, 3), np.uint8)
-    frame[..., 0] = np.round(xs * 255 / (w - 1))
-    frame[..., 1] = np.round(ys * 255 / (h - 1))
+    frame[..., 0] = np.clip(np.round((xs - lo_x) * slope), 0, 255)
+    frame[..., 1] = np.clip(np.round((ys - lo_y) * slope), 0, 255)
     crop = Preprocessor(spec).resize_crop(frame).astype(np.float64)
     assert crop.shape == (spec.size, spec.size, 3)
     centres = (np.arange(spec.size) + 0.5) * plan.side / spec.size - 0.5
     # Border pixels of an enlargement are clamped (replicated) by OpenCV; compare the interior.
-    # Tolerance: one grey level of quantisation, plus the round-half-up of OpenCV's uint8 2x
-    # area path (measured: about +0.2 to +0.4 grey levels of bias per halving).
-    inner, atol = slice(1, -1), 1.01 + 0.4 * plan.halvings
-    np.testing.assert_allclose(crop[0, inner, 0], ((plan.left + centres) * 255 / (w - 1))[inner], atol=atol)
-    np.testing.assert_allclose(crop[inner, 0, 1], ((plan.top + centres) * 255 / (h - 1))[inner], atol=atol)
+    # Tolerance: quantisation of the ramp and of the output (one grey level each at most, OpenCV's
+    # fixed-point bilinear weights), plus the round-half-up of OpenCV's uint8 2x area path
+    # (measured: about +0.2 to +0.4 grey levels of bias per halving).
+    inner, atol = slice(1, -1), 1.5 + 0.4 * plan.halvings
+    np.testing.assert_allclose(crop[0, inner, 0], ((plan.left + centres - lo_x) * slope)[inner], atol=atol)
+    np.testing.assert_allclose(crop[inner, 0, 1], ((plan.top + centres - lo_y) * slope)[inner], atol=atol)
 
 
 def test_crop_first_stays_close_to_whole_frame_resize():

@@ -436,8 +436,7 @@ class LiveRun:
             run, state = self._runs[0], classifier.state
             if run.tracker.segments:
                 # JSON lines stay one prediction each; the stream's segments precede the summary.
-                self.say("action segments (frames): " + ", ".join(
-                    f"{seg.start}-{seg.end} ({seg.score:.2f})" for seg in run.tracker.segments))
+                self.say("action segments (frames): " + _segment_list(run.tracker.segments))
             stats = run.source.stats
             self.say(f"gcf-trt run: {run.frames} frames, {state.clips} clips, {run.frames / max(elapsed, 1e-9):.1f} fps, "
                      f"{state.bad_frames + stats.frames_corrupt} bad frames, {state.dropped_frames} dropped frames, "
@@ -452,11 +451,16 @@ class LiveRun:
                 self.say(f"gcf-trt run: stream {i} {run.info.source}: {st.frames_seen} frames, {st.clips} clips, "
                          f"{st.bad_frames} bad frames, {st.dropped_frames} dropped frames, {len(st.gaps)} gaps")
             if run.tracker.segments:
-                self.say(f"action segments of stream {i} (frames): " + ", ".join(
-                    f"{seg.start}-{seg.end} ({seg.score:.2f})" for seg in run.tracker.segments))
+                self.say(f"action segments of stream {i} (frames): " + _segment_list(run.tracker.segments))
         stats = classifier.stats
         self.say(f"gcf-trt run: {len(self._runs)} streams, {stats.clips} clips in {stats.backbone_calls} backbone "
                  f"calls (mean batch {stats.mean_batch:.2f}) in {elapsed:.1f} s{stopped}")
+
+
+def _segment_list(segments: Sequence[Segment], last: int = 50) -> str:
+    """``start-end (score)`` of the last ``last`` segments (a long looping run has thousands)."""
+    text = ", ".join(f"{seg.start}-{seg.end} ({seg.score:.2f})" for seg in segments[-last:])
+    return text if len(segments) <= last else f"{text} (the last {last} of {len(segments)})"
 
 
 def _no_clip(shown: str, classifier: Any) -> None:

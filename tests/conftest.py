@@ -7,11 +7,17 @@ ModuleNotFoundError, because a half-installed tensorrt fails to load its librari
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+# OpenVINO caches compiled models per user by default: tests (and the interpreters they start)
+# use a cache of their own, never the developer's ~/.cache/gcf-trt.
+os.environ.setdefault("GCF_TRT_CACHE_DIR", tempfile.mkdtemp(prefix="gcf-trt-test-cache-"))
 
 TINY_SPEC = dict(backbone="edge3d", backbone_args={"width": 4, "blocks": [1, 1, 1, 1]}, clip_len=4,
                  stride=4, size=32, resize_short=36, ring_size=4, labels=["left", "right", "grow"],

@@ -1,6 +1,7 @@
 """MultiStreamClassifier: K streams, batched backbone/head calls, same results as K single streams."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -73,7 +74,7 @@ def assert_same(multi: list[StreamPrediction], single: dict) -> None:
 @pytest.mark.parametrize("batch_sizes", [None, [1, 4]])
 def test_three_streams_equal_three_single_streams_with_fewer_backbone_calls(engines, frames, single, batch_sizes):
     with MultiStreamClassifier(engines, max_batch=3 if batch_sizes is None else 4, batch_sizes=batch_sizes,
-                               flush_timeout_ms=1e6) as multi:
+                               flush_timeout_ms=1e6, dispatch="batch") as multi:
         predictions = multi.run_frames(frames)
         stats = multi.stats
         assert_same(predictions, single)
@@ -179,15 +180,23 @@ def test_multistream_never_imports_torch():
 
 
 def test_backbone_profile_limits_max_batch(engines):
-    """A TensorRT build's recorded optimization profile caps the batch (manifest layout of trt_build)."""
-    from gcf_trt.runtime.multistream import _profile_max_batch
-    manifest = {"components": {"backbone": {"options": {"built_for": {}}}},
-                "tensorrt": {"builds": {"backbone": {"profile": {"clip": {"min": [1, 3, 4, 32, 32],
-                                                                          "opt": [2, 3, 4, 32, 32],
-                                                                          "max": [4, 3, 4, 32, 32]}}}}}}
-    assert _profile_max_batch(manifest) == 4
-    assert _profile_max_batch({"components": {"backbone": {}}}) is None
-    assert _profile_max_batch(engines.manifest) is None  # ONNX Runtime engines: any batch
+    """A TensorRT build's recorded optimization profile caps the batch (manifest layout of trt_build),
+    and a MultiStreamClassifier asked for more is refused with the limit in the hint."""
+    from gcf_trt.errors import EngineError
+    from gcf_trt.manifest import Manifest
+    data = engines.manifest.to_dict()
+    data["tensorrt"] = {"builds": {"backbone": {"profile": {"clip": {"min": [1, 3, 4, 32, 32],
+                                                                     "opt": [2, 3, 4, 32, 32],
+                                                                     "max": [4, 3, 4, 32, 32]}}}}}
+    trt_like = Manifest.from_dict(data)
+    assert trt_like.max_batch() == 4
+    assert engines.manifest.max_batch() is None  # ONNX Runtime engines: any batch
+    capped = dataclasses.replace(engines, manifest=trt_like)
+    with pytest.raises(EngineError, match="profile maximum 4") as err:
+        MultiStreamClassifier(capped, max_batch=8, dispatch="batch")
+    assert "max_batch <= 4" in err.value.hint
+    with MultiStreamClassifier(capped, max_batch=4, dispatch="batch") as multi:
+        assert multi.max_batch == 4
 
 
 def test_gap_runs_queued_clips_then_drops_the_partial_clip(engines, frames):
@@ -211,7 +220,7 @@ def test_gap_runs_queued_clips_then_drops_the_partial_clip(engines, frames):
 
 
 def test_a_failing_backbone_call_loses_no_clip(engines, frames, single):
-    with MultiStreamClassifier(engines, max_batch=2, flush_timeout_ms=1e6) as multi:
+    with MultiStreamClassifier(engines, max_batch=2, flush_timeout_ms=1e6, dispatch="batch") as multi:
         sid = multi.add_stream("cam-a")
         real = engines.backbone.infer
         calls = []
@@ -256,3 +265,48 @@ def test_cli_run_several_sources_tags_each_line(tiny_engines, videos, single, tm
     assert "3 streams, 18 clips in" in err
     rc = main(["run", *map(str, sources[:2]), "--engines", str(tiny_engines), "--output", str(tmp_path / "v.mp4")])
     assert rc == 1 and "single SOURCE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_concurrent_dispatch_equals_single_streams(tiny_engines, frames, single, parallel):
+    """n batch-1 requests side by side (ONNX Runtime parallel runs) instead of one batch-n call:
+    the same per-stream results, the same dispatch counters."""
+    from gcf_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
+    calls = []
+    with MultiStreamClassifier(tiny_engines, options={"threads": 1, "parallel": parallel}, max_batch=3,
+                               flush_timeout_ms=1e6, dispatch="concurrent") as multi:
+        assert multi.dispatch == "concurrent" and multi.engines.backbone.parallel_requests == parallel
+        real = OnnxRuntimeBackend.infer
+        multi.engines.backbone.infer = lambda feeds: calls.append(len(feeds["clip"])) or real(multi.engines.backbone, feeds)
+        predictions = multi.run_frames(frames)
+        assert multi.stats.backbone_calls == 6 and multi.stats.batch_histogram == {3: 6}
+    assert set(calls) == {1} and len(calls) == 18  # never a batched call
+    assert_same(predictions, single)
+
+
+def test_auto_dispatch_measures_and_keeps_the_faster(engines, frames, single):
+    with MultiStreamClassifier(engines, max_batch=3, flush_timeout_ms=1e6) as multi:
+        trial = multi.dispatch_trial
+        assert set(trial) == {"batch", "concurrent"} and all(v > 0 for v in trial.values())
+        assert multi.dispatch == min(trial, key=trial.get)
+        assert_same(multi.run_frames(frames), single)
+    with MultiStreamClassifier(engines, max_batch=3, flush_timeout_ms=0) as multi:
+        assert multi.dispatch == "batch" and multi.dispatch_trial is None  # one clip per dispatch
+    with pytest.raises(InputError, match="dispatch must be one of"):
+        MultiStreamClassifier(engines, dispatch="sometimes")
+
+
+def test_openvino_concurrent_requests_equal_single_streams(tiny_engines, frames, single):
+    """OpenVINO with the THROUGHPUT hint: several infer requests (AsyncInferQueue) at once."""
+    pytest.importorskip("openvino")
+    with MultiStreamClassifier(tiny_engines, runtime="openvino", options={"inference_precision": "f32"},
+                               max_batch=3, flush_timeout_ms=1e6, dispatch="concurrent") as multi:
+        backbone = multi.engines.backbone
+        assert backbone.properties["performance_hint"].upper().endswith("THROUGHPUT")
+        predictions = multi.run_frames(frames)
+        outs = backbone.infer_many([{"clip": np.full((1, *multi.spec.clip_shape), v, np.float32)}
+                                    for v in (0.0, 1.0, -1.0)])
+        ref = [backbone.infer({"clip": np.full((1, *multi.spec.clip_shape), v, np.float32)}) for v in (0.0, 1.0, -1.0)]
+    for o, r in zip(outs, ref):  # results in request order, not completion order
+        np.testing.assert_allclose(o["descriptor"], r["descriptor"], atol=1e-5)
+    assert_same(predictions, single)

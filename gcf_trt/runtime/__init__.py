@@ -11,12 +11,14 @@ from .engines import Engines, load_engines
 from .ring import ClipInfo, DescriptorRing
 from .sources import (Backoff, IteratorSource, Source, SourceFrame, SourceGap, ThreadedSource,
                       VideoCaptureSource, gstreamer_available, open_source, parse_uri, redact)
-from .stream import (ClipAssembler, ClipGate, GapRecord, Prediction, StreamingClassifier, StreamState,
+from .core import PendingClip, StreamCore, run_head
+from .stream import (ClipAssembler, ClipGate, FrameResult, GapRecord, Prediction, StreamingClassifier, StreamState,
                      measure_stage_costs)
 from .draw import draw_prediction
 from .multistream import MultiStreamClassifier, StreamPrediction
 
-__all__ = ["Backoff", "ClipAssembler", "ClipGate", "ClipInfo", "DescriptorRing", "Engines", "GapRecord",
+__all__ = ["Backoff", "ClipAssembler", "ClipGate", "ClipInfo", "DescriptorRing", "Engines", "FrameResult",
+           "GapRecord", "PendingClip", "StreamCore", "run_head",
            "IteratorSource", "MultiStreamClassifier", "Prediction", "Source", "SourceFrame", "SourceGap", "StreamState",
            "StreamPrediction", "StreamingClassifier", "ThreadedSource", "VideoCaptureSource", "draw_prediction",
            "gstreamer_available", "load_engines", "measure_stage_costs", "open_source", "parse_uri", "redact"]

@@ -1,9 +1,11 @@
-"""Many cameras, one backbone: per-stream rings with batched backbone and head calls.
+"""Many cameras, one set of engines: per-stream cores with shared backbone and head calls.
 
-:class:`MultiStreamClassifier` holds K streams.  Each stream is a :class:`StreamingClassifier`
-of its own (frame validation, clip assembly, ring, counters, history: the single-stream code,
-reused) whose completed clips are *queued* instead of run at once.  Queued clips of all streams
-go to the backbone together:
+:class:`MultiStreamClassifier` holds K streams.  Each stream is a
+:class:`~gcf_trt.runtime.core.StreamCore` (frame validation, clip assembly, ring, counters,
+history: the state :class:`~gcf_trt.runtime.stream.StreamingClassifier` drives for one stream),
+used only through its public steps: completed clips (``take_clip()``) are *queued*, run through
+the backbone together, ``commit()``-ed to their cores in order, and the head runs once over
+the rings of the cores that got a clip (:func:`~gcf_trt.runtime.core.run_head`).
 
 * **FIFO.** One queue, in completion order; a dispatch always takes the oldest clips first, so
   no stream starves however busy the others are.
@@ -11,9 +13,13 @@ go to the backbone together:
   ``batched-push-timeout``): the queue is dispatched as soon as it holds ``max_batch`` clips, or
   when its oldest clip has waited ``flush_timeout_ms`` (the timer starts with the first clip of
   a new batch).  ``flush_timeout_ms=0`` dispatches every clip at once (no batching).
+* **Batching or concurrency.** A dispatch of n clips runs the backbone either as one call of
+  batch n (``dispatch="batch"``) or as n batch-1 requests the engine runs at once
+  (``dispatch="concurrent"``: OpenVINO infer requests on a THROUGHPUT-hint model, ONNX Runtime
+  parallel runs).  ``"auto"`` (default) times both on the engines at start and keeps the faster.
 * **Buckets.** With ``batch_sizes`` (e.g. a TensorRT engine's optimization-profile sizes) a batch
   of n clips is zero-padded up to the smallest listed size >= n; padded rows are discarded.
-* **Heads.** After the backbone call each clip's descriptor goes into its own stream's ring, in
+* **Heads.** After the backbone each clip's descriptor goes into its own stream's ring, in
   order; the rings of the streams that got a clip are stacked into ``[K, N, D]`` for one head
   call (a stream with two clips in the same dispatch takes part in two successive head calls,
   so its second prediction sees its first clip in the ring).
@@ -40,19 +46,21 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequenc
 import numpy as np
 
 from ..errors import EngineError, InputError
-from .engines import Engines, load_engines
-from .ring import ClipInfo
-from .stream import (BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS, Prediction, StreamingClassifier,
-                     StreamState)
+from ..manifest import read_manifest
+from ..spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS
+from .core import PendingClip, Prediction, StreamCore, StreamState, run_head
+from .engines import Engines, borrow_or_load
+
+DISPATCH_MODES = ("auto", "batch", "concurrent")
 
 
 @dataclass
 class StreamPrediction(Prediction):
-    """A :class:`~gcf_trt.runtime.stream.Prediction` tagged with its stream.
+    """A :class:`~gcf_trt.runtime.core.Prediction` tagged with its stream.
 
     Attributes:
         stream_id: the id the stream was added with.
-        batch_size: how many clips (all streams) the backbone call that produced it held,
+        batch_size: how many clips (all streams) the backbone dispatch that produced it held,
             padding excluded.
     ``latency_ms`` also has ``queue``: how long the clip waited for its batch.
     """
@@ -76,8 +84,9 @@ class MultiStreamStats:
 
     Attributes:
         clips: clips run through the backbone (= predictions).
-        backbone_calls, head_calls: engine calls.
-        batch_histogram: ``{clips in a backbone call: number of such calls}`` (padding excluded).
+        backbone_calls: backbone dispatches (one batched call, or one set of concurrent requests).
+        head_calls: head engine calls.
+        batch_histogram: ``{clips in a dispatch: number of such dispatches}`` (padding excluded).
         padded_rows: zero rows added to reach a bucket size.
         flushes: why batches were dispatched: ``full``, ``timeout``, ``forced`` (flush/remove/gap/end).
     """
@@ -101,175 +110,198 @@ class MultiStreamStats:
 
 
 @dataclass
-class _PendingClip:
-    slot: "_StreamSlot"
-    clip: np.ndarray            # float32 [3, T, H, W] (a copy: the assembler reuses its buffer)
-    frame_range: tuple[int, int]
-    enqueued: float             # owner clock
-    preprocess_s: float
-    push_s: float
+class _Queued:
+    core: StreamCore
+    clip: PendingClip   # a copy: the core's assembler reuses its buffer
+    enqueued: float     # owner clock
 
 
-class _StreamSlot(StreamingClassifier):
-    """One stream: StreamingClassifier's frame handling, but completed clips are queued."""
+def choose_dispatch(engines: Engines, n: int, repeats: int = 3) -> tuple[str, dict[str, float]]:
+    """Time one batch-``n`` backbone call against ``n`` concurrent batch-1 requests.
 
-    def __init__(self, owner: "MultiStreamClassifier", stream_id: Hashable, engines: Engines, **kwargs: Any):
-        self._owner = owner
-        self.stream_id = stream_id
-        self.pending = 0  # clips of this stream waiting in the owner's queue
-        super().__init__(engines, **kwargs)
+    Interleaved (batch, concurrent, batch, ...) after one warm-up of each, so load on the
+    machine hits both alike; returns the faster mode and the median milliseconds of each.
+    """
+    rng = np.random.default_rng(0)
+    clips = rng.standard_normal((n, *engines.spec.clip_shape)).astype(np.float32)
+    backbone = engines.backbone
 
-    def _step(self, frame_range: tuple[int, int], start: float) -> None:
-        push_s = self._pending_total + time.perf_counter() - start
-        self._owner._enqueue(_PendingClip(self, self.assembler.clip[0].copy(), frame_range, self._owner._clock(),
-                                          self._pending_preprocess, push_s))
-        self._pending_preprocess = self._pending_total = 0.0
-        return None
+    def batch() -> None:
+        backbone.infer({BACKBONE_INPUT: clips})
 
+    def concurrent() -> None:
+        backbone.infer_many([{BACKBONE_INPUT: clips[i:i + 1]} for i in range(n)])
 
-def _profile_max_batch(manifest: dict[str, Any]) -> int | None:
-    """The backbone engine's largest batch when its build recorded an optimization profile."""
-    comp = manifest["components"]["backbone"]
-    opts = comp.get("options") or {}
-    for key in ("max_batch", "max_batch_size"):
-        if isinstance(opts.get(key), int):
-            return opts[key]
-    build = ((manifest.get("tensorrt") or {}).get("builds") or {}).get("backbone") or {}
-    maxima = [v["max"][0] for v in (build.get("profile") or {}).values()
-              if isinstance(v, dict) and isinstance(v.get("max"), (list, tuple)) and v["max"]]
-    return int(min(maxima)) if maxima else None
+    times: dict[str, list[float]] = {"batch": [], "concurrent": []}
+    for rep in range(repeats + 1):
+        for name, call in (("batch", batch), ("concurrent", concurrent)):
+            t0 = time.perf_counter()
+            call()
+            if rep:  # the first round is the warm-up
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    medians = {name: float(np.median(v)) for name, v in times.items()}
+    return min(medians, key=medians.get), medians
 
 
 class MultiStreamClassifier:
-    """GCF-Net over K video streams with one batched backbone call per batch of clips.
+    """GCF-Net over K video streams with shared backbone calls per batch of clips.
 
     Args:
         engines: an engines directory or loaded :class:`Engines` (shared by every stream).
-        max_batch: most clips per backbone call (also the "full batch" trigger).
+        max_batch: most clips per backbone dispatch (also the "full batch" trigger).
         flush_timeout_ms: longest a clip waits for its batch to fill (0: no waiting, no batching).
         batch_sizes: allowed backbone batch sizes (buckets); batches are zero-padded up to one.
             Default: any size 1..max_batch (a fixed-batch engine forces its size).
+        dispatch: ``"batch"`` (one call of n clips), ``"concurrent"`` (n batch-1 requests at
+            once) or ``"auto"`` (measure both at start, keep the faster; see :attr:`dispatch_trial`).
+            Loading a directory whose backbone runs on OpenVINO with ``auto``/``concurrent``
+            compiles it with the THROUGHPUT hint (several streams) unless ``options`` set a hint.
         runtime, options, expect_model_hash: as for :func:`load_engines` (directory only).
         top_k, history_size, reset_ring_on_gap: per stream, as for :class:`StreamingClassifier`.
         clock: monotonic seconds (injectable for tests).
     """
 
     def __init__(self, engines: str | os.PathLike | Engines, *, max_batch: int = 8, flush_timeout_ms: float = 50.0,
-                 batch_sizes: Sequence[int] | None = None, runtime: str | None = None,
+                 batch_sizes: Sequence[int] | None = None, dispatch: str = "auto", runtime: str | None = None,
                  options: dict[str, Any] | None = None, expect_model_hash: str | None = None, top_k: int = 5,
                  history_size: int = 256, reset_ring_on_gap: bool = False,
                  clock: Callable[[], float] = time.perf_counter):
         if int(max_batch) < 1:
-            raise InputError(f"max_batch must be >= 1, got {max_batch}")
+            raise InputError(f"max_batch must be >= 1, got {max_batch}", hint="use max_batch >= 1")
         if not float(flush_timeout_ms) >= 0:
-            raise InputError(f"flush_timeout_ms must be >= 0, got {flush_timeout_ms}")
-        if isinstance(engines, Engines):
-            if runtime is not None or options is not None:
-                raise InputError("runtime/options apply when loading an engines directory")
-            if expect_model_hash and engines.model_hash != expect_model_hash:
-                raise EngineError(f"engines {engines.path} are for model {engines.model_hash}, not {expect_model_hash}")
-            self.engines, self._owns_engines = engines, False
-        else:
-            self.engines = load_engines(engines, runtime=runtime, options=options, expect_model_hash=expect_model_hash)
-            self._owns_engines = True
-        self.spec = self.engines.spec
-        max_batch = int(max_batch)
-        fixed = (self.engines.backbone.input_shapes.get(BACKBONE_INPUT) or (-1,))[0]
-        limit = _profile_max_batch(self.engines.manifest)
-        if batch_sizes:
-            sizes = sorted({int(b) for b in batch_sizes})
-            if sizes[0] < 1:
-                raise InputError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
-            max_batch = sizes[-1]
-        elif fixed not in (-1, 0, None):
-            sizes, max_batch = [int(fixed)], int(fixed)
-        else:
-            sizes = None
-        if fixed not in (-1, 0, None) and sizes != [int(fixed)]:
-            raise EngineError(f"the backbone engine takes batches of exactly {fixed}, not {sizes}")
-        if limit is not None and max_batch > limit:
-            raise EngineError(f"max batch {max_batch} exceeds the backbone engine's profile maximum {limit}",
-                              hint=f"use max_batch <= {limit} or rebuild the engine with a larger profile")
-        self.max_batch, self.batch_sizes = max_batch, sizes
-        self.flush_timeout = float(flush_timeout_ms) / 1e3
-        head_batch = (self.engines.head.input_shapes.get(HEAD_INPUTS[0]) or (-1,))[0]
-        self._head_batched = head_batch in (-1, 0, None)
+            raise InputError(f"flush_timeout_ms must be >= 0, got {flush_timeout_ms}",
+                             hint="0 runs every clip at once; 50 is a common choice")
+        if dispatch not in DISPATCH_MODES:
+            raise InputError(f"dispatch must be one of {', '.join(DISPATCH_MODES)}, got {dispatch!r}",
+                             hint="auto measures batch against concurrent and keeps the faster")
+        if int(top_k) < 1:
+            raise InputError(f"top_k must be >= 1, got {top_k}", hint="ask for at least one class")
+        if not isinstance(engines, Engines) and dispatch != "batch":
+            options = _throughput_options(engines, runtime, options)
+        self.engines, self._owns_engines = borrow_or_load(engines, runtime=runtime, options=options,
+                                                          expect_model_hash=expect_model_hash)
+        try:
+            self._configure(int(max_batch), batch_sizes, dispatch, float(flush_timeout_ms))
+        except BaseException:
+            if self._owns_engines:
+                self.engines.close()
+            raise
         self._clock = clock
-        self._slot_kwargs = dict(top_k=top_k, history_size=history_size, reset_ring_on_gap=reset_ring_on_gap)
-        self._slots: dict[Hashable, _StreamSlot] = {}
-        self._queue: collections.deque[_PendingClip] = collections.deque()
+        self._core_kwargs = dict(top_k=top_k, history_size=history_size, reset_ring_on_gap=reset_ring_on_gap,
+                                 prediction_type=StreamPrediction)
+        self._cores: dict[Hashable, StreamCore] = {}
+        self._queue: collections.deque[_Queued] = collections.deque()
         self._ids = itertools.count()
         self.stats = MultiStreamStats()
         self.listeners: list[Callable[[StreamPrediction], None]] = []
         self.last_run_states: dict[Hashable, StreamState] = {}
         self._closed = False
 
+    def _configure(self, max_batch: int, batch_sizes: Sequence[int] | None, dispatch: str,
+                   flush_timeout_ms: float) -> None:
+        fixed = (self.engines.backbone.input_shapes.get(BACKBONE_INPUT) or (-1,))[0]
+        limit = self.engines.manifest.max_batch("backbone")
+        if batch_sizes:
+            sizes = sorted({int(b) for b in batch_sizes})
+            if sizes[0] < 1:
+                raise InputError(f"batch sizes must be >= 1, got {list(batch_sizes)}", hint="list sizes >= 1")
+            max_batch = sizes[-1]
+        elif fixed not in (-1, 0, None) and fixed != 1:
+            sizes, max_batch = [int(fixed)], int(fixed)
+        else:
+            sizes = None
+        if fixed not in (-1, 0, None):
+            if fixed == 1 and not batch_sizes:
+                dispatch = "concurrent"  # an engine of batch 1 can only run clips side by side
+            elif sizes != [int(fixed)]:
+                raise EngineError(f"the backbone engine takes batches of exactly {fixed}, not {sizes}",
+                                  hint=f"use batch_sizes=[{fixed}] or rebuild with a dynamic batch")
+        if limit is not None and max_batch > limit and dispatch != "concurrent":
+            raise EngineError(f"max batch {max_batch} exceeds the backbone engine's profile maximum {limit}",
+                              hint=f"use max_batch <= {limit} or rebuild the engine with a larger profile")
+        self.max_batch, self.batch_sizes = max_batch, sizes
+        self.flush_timeout = flush_timeout_ms / 1e3
+        self.dispatch_trial: dict[str, float] | None = None
+        if dispatch == "auto":
+            if max_batch == 1 or flush_timeout_ms == 0 or sizes:
+                dispatch = "batch"  # one clip per dispatch (or buckets): nothing to choose
+            else:
+                dispatch, self.dispatch_trial = choose_dispatch(self.engines, min(max_batch, 4))
+        self.dispatch = dispatch
+        head_batch = (self.engines.head.input_shapes.get(HEAD_INPUTS[0]) or (-1,))[0]
+        self._head_batched = head_batch in (-1, 0, None)
+
     # --- streams ---------------------------------------------------------------------------
     def add_stream(self, stream_id: Hashable | None = None) -> Hashable:
-        """Add a stream (its own clip assembler and ring); returns its id (default 0, 1, ...)."""
+        """Add a stream (its own core: clip assembler and ring); returns its id (default 0, 1, ...)."""
         self._check_open()
         if stream_id is None:
-            stream_id = next(i for i in self._ids if i not in self._slots)
-        if stream_id in self._slots:
-            raise InputError(f"stream {stream_id!r} already exists")
-        self._slots[stream_id] = _StreamSlot(self, stream_id, self.engines, **self._slot_kwargs)
+            stream_id = next(i for i in self._ids if i not in self._cores)
+        if stream_id in self._cores:
+            raise InputError(f"stream {stream_id!r} already exists", hint="pick another stream id")
+        self._cores[stream_id] = StreamCore(self.spec, stream_id=stream_id, **self._core_kwargs)
         return stream_id
 
     def remove_stream(self, stream_id: Hashable) -> list[StreamPrediction]:
         """Remove a stream; its queued clips are run first (their predictions are returned)."""
-        slot = self._slot(stream_id)
-        out = self._flush_all("forced") if slot.pending else []
-        slot.close()
-        del self._slots[stream_id]
+        core = self._core(stream_id)
+        out = self._flush_all("forced") if core.in_flight else []
+        del self._cores[stream_id]
         return out
 
     def reset_stream(self, stream_id: Hashable) -> list[StreamPrediction]:
         """Run the stream's queued clips, then give it a fresh assembler, ring and counters."""
-        slot = self._slot(stream_id)
-        out = self._flush_all("forced") if slot.pending else []
-        slot.reset()
+        core = self._core(stream_id)
+        out = self._flush_all("forced") if core.in_flight else []
+        core.reset()
         return out
 
     @property
-    def streams(self) -> list[Hashable]:
-        return list(self._slots)
+    def spec(self):
+        return self.engines.spec
 
-    def stream(self, stream_id: Hashable) -> StreamingClassifier:
-        """The stream's single-stream object (``state``, ``history``, ``listeners``, ``ring``)."""
-        return self._slot(stream_id)
+    @property
+    def streams(self) -> list[Hashable]:
+        return list(self._cores)
+
+    def stream(self, stream_id: Hashable) -> StreamCore:
+        """The stream's core (``state``, ``history``, ``listeners``, ``ring``)."""
+        return self._core(stream_id)
 
     def state(self, stream_id: Hashable) -> StreamState:
-        return self._slot(stream_id).state
+        return self._core(stream_id).state
 
     @property
     def pending(self) -> int:
         """Clips waiting for a backbone call."""
         return len(self._queue)
 
-    def _slot(self, stream_id: Hashable) -> _StreamSlot:
+    def _core(self, stream_id: Hashable) -> StreamCore:
         self._check_open()
         try:
-            return self._slots[stream_id]
+            return self._cores[stream_id]
         except KeyError:
-            raise InputError(f"unknown stream {stream_id!r}; streams: {list(self._slots)}",
+            raise InputError(f"unknown stream {stream_id!r}; streams: {list(self._cores)}",
                              hint="add it first with add_stream()") from None
 
     def _check_open(self) -> None:
         if self._closed:
-            raise InputError("this MultiStreamClassifier is closed")
+            raise InputError("this MultiStreamClassifier is closed", hint="create a new one")
 
     # --- input -----------------------------------------------------------------------------
     def push(self, stream_id: Hashable, frame: np.ndarray, frame_index: int | None = None) -> list[StreamPrediction]:
         """Feed one frame of one stream.  Returns the predictions that became ready (of any
         stream: a batch is run when it is full or its timeout expired), oldest clip first."""
-        self._slot(stream_id).push(frame, frame_index)
+        core = self._core(stream_id)
+        if core.push(frame, frame_index):
+            self._queue.append(_Queued(core, core.take_clip(copy=True), self._clock()))
         return self.poll()
 
     def note_gap(self, stream_id: Hashable, frames_missed: int, seconds: float, reason: str = "") -> list[StreamPrediction]:
         """A stream's source had a gap: its queued clips run first, then its partial clip is dropped."""
-        slot = self._slot(stream_id)
-        out = self._flush_all("forced") if slot.pending else []
-        slot.note_gap(frames_missed, seconds, reason)
+        core = self._core(stream_id)
+        out = self._flush_all("forced") if core.in_flight else []
+        core.note_gap(frames_missed, seconds, reason)
         return out
 
     def poll(self) -> list[StreamPrediction]:
@@ -294,20 +326,20 @@ class MultiStreamClassifier:
             return None
         return max(0.0, self._queue[0].enqueued + self.flush_timeout - self._clock())
 
-    def _enqueue(self, item: _PendingClip) -> None:
-        item.slot.pending += 1
-        self._queue.append(item)
-
     def _flush_all(self, reason: str) -> list[StreamPrediction]:
         out: list[StreamPrediction] = []
         while self._queue:
             out += self._dispatch(min(self.max_batch, len(self._queue)), reason)
         return out
 
-    # --- the batched engine calls ----------------------------------------------------------------
-    def _dispatch(self, n: int, reason: str) -> list[StreamPrediction]:
-        items = [self._queue[i] for i in range(n)]  # popped only once the backbone succeeded
-        start = self._clock()
+    # --- the shared engine calls -----------------------------------------------------------------
+    def _backbone(self, items: list[_Queued]) -> tuple[np.ndarray, int]:
+        """Descriptors ``[n, D]`` of the queued clips and the zero rows padded in."""
+        n = len(items)
+        backbone = self.engines.backbone
+        if self.dispatch == "concurrent" and n > 1:
+            outs = backbone.infer_many([{BACKBONE_INPUT: item.clip.clip[None]} for item in items])
+            return np.concatenate([np.asarray(o[BACKBONE_OUTPUT], np.float32).reshape(1, -1) for o in outs]), 0
         rows = n
         if self.batch_sizes:
             rows = next((b for b in self.batch_sizes if b >= n), None)
@@ -315,70 +347,52 @@ class MultiStreamClassifier:
                 raise EngineError(f"no bucket for a batch of {n} (buckets {self.batch_sizes})")
         batch = np.zeros((rows, *self.spec.clip_shape), np.float32)
         for i, item in enumerate(items):
-            batch[i] = item.clip
-        t0 = time.perf_counter()
-        descriptors = np.asarray(self.engines.backbone.infer({BACKBONE_INPUT: batch})[BACKBONE_OUTPUT], np.float32)
-        backbone_s = time.perf_counter() - t0
+            batch[i] = item.clip.clip
+        descriptors = np.asarray(backbone.infer({BACKBONE_INPUT: batch})[BACKBONE_OUTPUT], np.float32)
         if descriptors.shape[0] != rows:
             raise EngineError(f"backbone returned {descriptors.shape[0]} descriptors for a batch of {rows}")
+        return descriptors[:n], rows - n
+
+    def _dispatch(self, n: int, reason: str) -> list[StreamPrediction]:
+        items = [self._queue[i] for i in range(n)]  # popped only once the backbone succeeded
+        start = self._clock()
+        t0 = time.perf_counter()
+        descriptors, padded = self._backbone(items)
+        backbone_s = time.perf_counter() - t0
         for _ in range(n):
             self._queue.popleft()
         self.stats.backbone_calls += 1
         self.stats.clips += n
         self.stats.batch_histogram[n] = self.stats.batch_histogram.get(n, 0) + 1
-        self.stats.padded_rows += rows - n
+        self.stats.padded_rows += padded
         self.stats.flushes[reason] += 1
 
-        # Rounds: a stream's k-th clip in this batch goes to round k, so rings advance in order.
+        # Rounds: a stream's k-th clip in this dispatch goes to round k, so rings advance in order.
         rounds: list[list[int]] = []
         seen: dict[int, int] = {}
         for i, item in enumerate(items):
-            r = seen.get(id(item.slot), 0)
-            seen[id(item.slot)] = r + 1
+            r = seen.get(id(item.core), 0)
+            seen[id(item.core)] = r + 1
             if r == len(rounds):
                 rounds.append([])
             rounds[r].append(i)
         results: dict[int, StreamPrediction] = {}
         for members in rounds:
-            infos = []
-            for i in members:
-                slot = items[i].slot
-                info = ClipInfo(slot._next_clip, *items[i].frame_range)
-                slot._next_clip += 1
-                slot.ring.push(descriptors[i], info)
-                infos.append(info)
+            cores = [items[i].core for i in members]
+            for i, core in zip(members, cores):
+                core.commit(descriptors[i], items[i].clip)
             t1 = time.perf_counter()
-            if self._head_batched:
-                ring = np.concatenate([items[i].slot.ring.descriptors for i in members])
-                mask = np.concatenate([items[i].slot.ring.mask for i in members])
-                out = self.engines.head.infer({HEAD_INPUTS[0]: ring, HEAD_INPUTS[1]: mask})
-                logits_all = np.asarray(out[HEAD_OUTPUTS[0]], np.float32).reshape(len(members), -1)
-                gates_all = np.asarray(out[HEAD_OUTPUTS[1]], np.float32).reshape(len(members), -1)
-                self.stats.head_calls += 1
-            else:
-                logits_l, gates_l = [], []
-                for i in members:
-                    ring = items[i].slot.ring
-                    out = self.engines.head.infer({HEAD_INPUTS[0]: ring.descriptors, HEAD_INPUTS[1]: ring.mask})
-                    logits_l.append(np.asarray(out[HEAD_OUTPUTS[0]], np.float32).reshape(-1))
-                    gates_l.append(np.asarray(out[HEAD_OUTPUTS[1]], np.float32).reshape(-1))
-                    self.stats.head_calls += 1
-                logits_all, gates_all = np.stack(logits_l), np.stack(gates_l)
+            logits, gates, calls = run_head(self.engines.head, cores, batched=self._head_batched)
             head_s = time.perf_counter() - t1
+            self.stats.head_calls += calls
             done = self._clock()
-            for k, (i, info) in enumerate(zip(members, infos)):
+            for k, i in enumerate(members):
                 item = items[i]
-                slot = item.slot
-                latency = {"preprocess": item.preprocess_s * 1e3, "queue": (start - item.enqueued) * 1e3,
+                latency = {"preprocess": item.clip.preprocess_s * 1e3, "queue": (start - item.enqueued) * 1e3,
                            "backbone": backbone_s * 1e3, "head": head_s * 1e3,
-                           "total": (item.push_s + done - item.enqueued) * 1e3}
-                base = slot._make_prediction(logits_all[k].copy(), gates_all[k], info, latency)
-                prediction = StreamPrediction.from_prediction(base, slot.stream_id, n)
-                slot._state.clips += 1
-                slot.pending -= 1
-                slot.history.append(prediction)
-                for listener in slot.listeners:
-                    listener(prediction)
+                           "total": (item.clip.push_s + done - item.enqueued) * 1e3}
+                prediction = item.core.finish(logits[k], gates[k], latency, stream_id=item.core.stream_id,
+                                              batch_size=n)
                 for listener in self.listeners:
                     listener(prediction)
                 results[i] = prediction
@@ -403,10 +417,10 @@ class MultiStreamClassifier:
         from .sources import SourceGap, open_source
         items = list(sources.items()) if isinstance(sources, Mapping) else list(enumerate(sources))
         if not items:
-            raise InputError("run() needs at least one source")
+            raise InputError("run() needs at least one source", hint="pass {stream_id: uri} or a list of URIs")
         for stream_id, _ in items:
-            if stream_id in self._slots:
-                raise InputError(f"stream {stream_id!r} already exists")
+            if stream_id in self._cores:
+                raise InputError(f"stream {stream_id!r} already exists", hint="pick another stream id")
         opened: dict[Hashable, Any] = {}
         shared: queue.Queue = queue.Queue(maxsize=4 * len(items))
         stop = threading.Event()
@@ -459,13 +473,11 @@ class MultiStreamClassifier:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                slot = self._slots[stream_id]
-                slot.note_dropped(opened[stream_id].stats.frames_dropped)
+                self._cores[stream_id].note_dropped(opened[stream_id].stats.frames_dropped)
                 if isinstance(item, SourceGap):
                     yield from self.note_gap(stream_id, item.frames_missed, item.seconds, item.reason)
                     continue
-                slot.push(item.image, item.index)
-                yield from self.poll()
+                yield from self.push(stream_id, item.image, item.index)
             yield from self.flush()
         finally:
             stop.set()
@@ -474,15 +486,15 @@ class MultiStreamClassifier:
             for t in threads:
                 t.join(timeout=5)
             for stream_id, _ in items:
-                if stream_id in self._slots:
-                    self.last_run_states[stream_id] = self._slots[stream_id].state
-                    self._slots.pop(stream_id).close()
-                    self._queue = collections.deque(q for q in self._queue if q.slot.stream_id != stream_id)
+                if stream_id in self._cores:
+                    core = self._cores.pop(stream_id)
+                    self.last_run_states[stream_id] = core.state
+                    self._queue = collections.deque(q for q in self._queue if q.core is not core)
 
     def run_frames(self, frames: Mapping[Hashable, Iterable[np.ndarray]]) -> list[StreamPrediction]:
         """Push frame lists round-robin (one frame per stream in turn), then flush; for tests/apps."""
         for stream_id in frames:
-            if stream_id not in self._slots:
+            if stream_id not in self._cores:
                 self.add_stream(stream_id)
         iters = {sid: iter(f) for sid, f in frames.items()}
         out: list[StreamPrediction] = []
@@ -501,8 +513,7 @@ class MultiStreamClassifier:
         if not self._closed:
             self._closed = True
             self._queue.clear()
-            for slot in self._slots.values():
-                slot.close()
+            self._cores.clear()
             if self._owns_engines:
                 self.engines.close()
 
@@ -513,6 +524,21 @@ class MultiStreamClassifier:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"MultiStreamClassifier({self.engines.path}, streams={len(self._slots)}, max_batch={self.max_batch}, "
-                f"flush_timeout_ms={self.flush_timeout * 1e3:g}, clips={self.stats.clips}, "
+        return (f"MultiStreamClassifier({self.engines.path}, streams={len(self._cores)}, max_batch={self.max_batch}, "
+                f"dispatch={self.dispatch}, flush_timeout_ms={self.flush_timeout * 1e3:g}, clips={self.stats.clips}, "
                 f"backbone_calls={self.stats.backbone_calls})")
+
+
+def _throughput_options(engines_dir: str | os.PathLike, runtime: str | None,
+                        options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenVINO runs concurrent requests only on a model compiled for several streams: ask for
+    the THROUGHPUT hint when the backbone will run on OpenVINO and the caller set no hint."""
+    if options and "hint" in options:
+        return options
+    try:
+        chosen = runtime or read_manifest(engines_dir).component("backbone")["runtime"]
+    except EngineError:
+        return options  # load_engines reports the problem with its own message
+    if chosen != "openvino":
+        return options
+    return {**(options or {}), "hint": "throughput"}

@@ -12,188 +12,48 @@ Per frame, :class:`StreamingClassifier.push`:
    the descriptor into the :class:`~gcf_trt.runtime.ring.DescriptorRing` and runs the head over
    the ring, returning a :class:`Prediction`.
 
-Nothing here imports torch.
+Steps 1-2 and the ring are one :class:`~gcf_trt.runtime.core.StreamCore`; this class is the
+one-stream drive loop of that core, the same code :class:`~gcf_trt.runtime.multistream.MultiStreamClassifier`
+runs for many.  Nothing here imports torch.
 """
 from __future__ import annotations
 
-import collections
-import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import EngineError, FrameError, InputError
-from ..preprocess import Preprocessor, as_bgr
-from ..spec import ModelSpec
-from .engines import Engines, load_engines
-from .ring import ClipInfo, DescriptorRing
+from ..errors import InputError
+from ..spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS, ModelSpec
+from .core import (ClipAssembler, ClipGate, GapRecord, PendingClip, Prediction, StreamCore, StreamState,
+                   run_head)
+from .engines import Engines, borrow_or_load
 
-# Tensor names of the engines contract (docs/DESIGN.md "Tensor contract").  They are also in
-# gcf_trt.compile.export, which imports torch, so the runtime keeps its own copy.
-BACKBONE_INPUT, BACKBONE_OUTPUT = "clip", "descriptor"
-HEAD_INPUTS, HEAD_OUTPUTS = ("descriptors", "mask"), ("logits", "gates")
-
-
-# ----------------------------------------------------------------------------- results
-@dataclass
-class ClipGate:
-    """One valid ring slot as the head saw it at one step."""
-
-    clip_index: int
-    frame_range: tuple[int, int]
-    gate: float
-    selected: bool  # kept by clip selection (gate >= select_ratio * max gate)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"clip_index": self.clip_index, "frame_range": list(self.frame_range),
-                "gate": self.gate, "selected": self.selected}
+__all__ = ["ClipAssembler", "ClipGate", "FrameResult", "GapRecord", "PendingClip", "Prediction", "StreamCore",
+           "StreamState", "StreamingClassifier", "measure_stage_costs", "run_head", "consume_source"]
 
 
 @dataclass
-class Prediction:
-    """The head's output after one new clip.
+class FrameResult:
+    """One item of :meth:`StreamingClassifier.run` with ``frames=True``.
 
     Attributes:
-        label, score: the top class and its softmax probability.
-        top_k: ``[(label, probability), ...]``, best first.
-        logits: ``float32 [C]`` raw head logits.
-        gates: the valid ring slots, oldest first, each with its clip's frame range.
-        frame_range: (first, last) source frame index covered by the clips in the ring.
-        clip_index: running index of the newest clip (0 for the first clip after a reset).
-        latency_ms: ``preprocess`` (frames since the previous clip), ``backbone``, ``head`` and
-            ``total`` (all ``push`` time since the previous prediction).
-        ring_fill: number of valid clips the head fused.
+        frame: the source's :class:`~gcf_trt.runtime.sources.SourceFrame` (``image``, ``index``,
+            ``timestamp``), e.g. for drawing the prediction on it.
+        prediction: the prediction this frame completed, else None.
     """
 
-    label: str
-    score: float
-    top_k: list[tuple[str, float]]
-    logits: np.ndarray
-    gates: list[ClipGate]
-    frame_range: tuple[int, int]
-    clip_index: int
-    latency_ms: dict[str, float]
-    ring_fill: int
-
-    @property
-    def gate_values(self) -> np.ndarray:
-        """The valid gates as ``float32 [ring_fill]``, oldest first."""
-        return np.asarray([g.gate for g in self.gates], np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (floats rounded to 6 significant digits for logs)."""
-        return {
-            "clip_index": self.clip_index,
-            "frame_range": list(self.frame_range),
-            "label": self.label,
-            "score": round(float(self.score), 6),
-            "top_k": [[name, round(float(p), 6)] for name, p in self.top_k],
-            "logits": [round(float(v), 6) for v in self.logits],
-            "gates": [{**g.to_dict(), "gate": round(float(g.gate), 6)} for g in self.gates],
-            "ring_fill": self.ring_fill,
-            "latency_ms": {k: round(float(v), 3) for k, v in self.latency_ms.items()},
-        }
-
-
-@dataclass
-class GapRecord:
-    """A discontinuity in the input (a live source dropped and came back)."""
-
-    at_frame: int  # index the next frame will get
-    frames_missed: int
-    seconds: float
-    reason: str = ""
-
-
-@dataclass
-class StreamState:
-    """Inspectable per-stream counters (a snapshot; see :attr:`StreamingClassifier.state`).
-
-    Attributes:
-        frames_seen: frames pushed (good or bad).
-        good_frames: frames that passed validation.
-        sampled_frames: good frames kept by ``frame_step`` subsampling.
-        clips: clips assembled (= backbone calls = predictions).
-        ring_fill: valid slots in the ring (<= ring size).
-        bad_frames: frames skipped because they were unusable; ``last_bad_frame`` says why.
-        dropped_frames: frames the source's queue dropped before they reached us.
-        gaps: discontinuities reported by the source (reconnects), with missed frames/seconds.
-    """
-
-    frames_seen: int = 0
-    good_frames: int = 0
-    sampled_frames: int = 0
-    clips: int = 0
-    ring_fill: int = 0
-    bad_frames: int = 0
-    last_bad_frame: str | None = None
-    dropped_frames: int = 0
-    gaps: list[GapRecord] = field(default_factory=list)
-
-    @property
-    def gap_frames(self) -> int:
-        return sum(g.frames_missed for g in self.gaps)
-
-    @property
-    def gap_seconds(self) -> float:
-        return sum(g.seconds for g in self.gaps)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["gap_frames"], data["gap_seconds"] = self.gap_frames, round(self.gap_seconds, 3)
-        return data
-
-
-# ----------------------------------------------------------------------------- clip assembly
-class ClipAssembler:
-    """Turns good frames into clips with exactly the semantics of ``clips_from_frames``.
-
-    Keeps the last ``clip_len`` *preprocessed* sampled frames (each frame is preprocessed
-    once) and writes a completed clip into one preallocated ``float32 [1, 3, T, H, W]`` buffer.
-    """
-
-    def __init__(self, spec: ModelSpec, preprocessor: Preprocessor | None = None):
-        self.spec = spec
-        self.preprocess = preprocessor or Preprocessor(spec)
-        self.clip = np.zeros((1, *spec.clip_shape), np.float32)
-        self._frames: collections.deque[tuple[np.ndarray, int]] = collections.deque(maxlen=spec.clip_len)
-        self.good = 0      # good frames since reset (drives frame_step subsampling)
-        self.sampled = 0   # sampled frames since reset (drives clip_len/stride)
-
-    def reset(self) -> None:
-        self._frames.clear()
-        self.good = self.sampled = 0
-
-    def push(self, bgr: np.ndarray, frame_index: int) -> tuple[bool, tuple[int, int] | None]:
-        """Add one good BGR frame.  Returns ``(sampled, frame_range or None)``; when a range is
-        returned, :attr:`clip` holds the completed clip."""
-        spec = self.spec
-        is_sampled = self.good % spec.frame_step == 0
-        self.good += 1
-        if not is_sampled:
-            return False, None
-        j = self.sampled
-        self.sampled += 1
-        # With stride > clip_len some sampled frames fall between clips: never preprocess them.
-        if spec.stride > spec.clip_len and j % spec.stride >= spec.clip_len:
-            return True, None
-        self._frames.append((self.preprocess(bgr), frame_index))
-        if j < spec.clip_len - 1 or (j - spec.clip_len + 1) % spec.stride:
-            return True, None
-        for t, (tensor, _) in enumerate(self._frames):
-            self.clip[0, :, t] = tensor
-        return True, (self._frames[0][1], self._frames[-1][1])
+    frame: Any
+    prediction: Prediction | None
 
 
 # ----------------------------------------------------------------------------- cost
 def measure_stage_costs(engines: Engines, iterations: int = 20, warmup: int = 3) -> dict[str, float]:
     """Median milliseconds of one backbone call (one clip) and one head call (a full ring).
 
-    This is the measurement behind the "no projection cache" decision in docs/STREAMING.md:
-    the streaming step costs one backbone call plus one head call, so the head's share is
+    The streaming step costs one backbone call plus one head call, so the head's share is
     ``head / (backbone + head)``.
     """
     spec = engines.spec
@@ -217,13 +77,30 @@ def measure_stage_costs(engines: Engines, iterations: int = 20, warmup: int = 3)
     return {"backbone_ms": backbone, "head_ms": head, "head_share": head / (backbone + head)}
 
 
+def consume_source(src: Any, core: StreamCore, on_frame: Callable[[Any], Any], *,
+                   max_frames: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """The one loop that reads a :class:`~gcf_trt.runtime.sources.Source` into a core.
+
+    Gaps go to ``core.note_gap``, the source's drop counter to ``core.note_dropped`` (added to
+    what the core had counted before, so one core may read several sources); each frame goes to
+    ``on_frame(frame)``, and ``(frame, its result)`` is yielded.
+    """
+    from .sources import SourceGap
+    dropped_before = core.state.dropped_frames
+    count = 0
+    for item in src:
+        core.note_dropped(dropped_before + src.stats.frames_dropped)
+        if isinstance(item, SourceGap):
+            core.note_gap(item.frames_missed, item.seconds, item.reason)
+            continue
+        yield item, on_frame(item)
+        count += 1
+        if max_frames is not None and count >= max_frames:
+            break
+    core.note_dropped(dropped_before + src.stats.frames_dropped)
+
+
 # ----------------------------------------------------------------------------- classifier
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - float(np.max(logits))
-    e = np.exp(z)
-    return e / e.sum()
-
-
 class StreamingClassifier:
     """Streaming GCF-Net action recognition over one video stream.
 
@@ -239,67 +116,62 @@ class StreamingClassifier:
         reset_ring_on_gap: on a source gap, also empty the ring (default: keep the older clips;
             the partial clip is always discarded so no clip spans a discontinuity).
 
+    The stream's state is :attr:`core` (a :class:`~gcf_trt.runtime.core.StreamCore`);
+    ``state``, ``ring``, ``assembler``, ``history`` and ``listeners`` are the core's.
     Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, engines: str | os.PathLike | Engines, runtime: str | None = None, top_k: int = 5,
                  *, options: dict[str, Any] | None = None, expect_model_hash: str | None = None,
                  history_size: int = 256, reset_ring_on_gap: bool = False):
-        if isinstance(engines, Engines):
-            if runtime is not None or options is not None:
-                raise InputError("runtime/options apply when loading an engines directory, "
-                                 "not to already loaded Engines")
-            if expect_model_hash and engines.model_hash != expect_model_hash:
-                raise EngineError(f"engines {engines.path} are for model {engines.model_hash}, "
-                                  f"not {expect_model_hash}", hint="rebuild the engines from this checkpoint")
-            self.engines, self._owns_engines = engines, False
-        else:
-            self.engines = load_engines(engines, runtime=runtime, options=options,
-                                        expect_model_hash=expect_model_hash)
-            self._owns_engines = True
         if int(top_k) < 1:
-            raise InputError(f"top_k must be >= 1, got {top_k}")
+            raise InputError(f"top_k must be >= 1, got {top_k}", hint="ask for at least one class")
+        self.engines, self._owns_engines = borrow_or_load(engines, runtime=runtime, options=options,
+                                                          expect_model_hash=expect_model_hash)
         self.spec: ModelSpec = self.engines.spec
-        self._check_contract()
-        self.top_k = min(int(top_k), self.spec.num_classes)
-        self.reset_ring_on_gap = reset_ring_on_gap
-        self.assembler = ClipAssembler(self.spec)
-        self.ring = DescriptorRing(self.spec.ring_size, self.spec.dim)
-        self.history: collections.deque[Prediction] = collections.deque(maxlen=max(1, int(history_size)))
-        self.listeners: list[Callable[[Prediction], None]] = []
+        self.core = StreamCore(self.spec, top_k=top_k, history_size=history_size,
+                               reset_ring_on_gap=reset_ring_on_gap)
+        head_batch = (self.engines.head.input_shapes.get(HEAD_INPUTS[0]) or (-1,))[0]
+        self._head_batched = head_batch in (-1, 0, None)
         self._closed = False
-        self.reset()
 
-    def _check_contract(self) -> None:
-        b, h = self.engines.backbone, self.engines.head
-        if b.input_shapes and BACKBONE_INPUT not in b.input_shapes:
-            raise EngineError(f"backbone engine inputs {sorted(b.input_shapes)} lack {BACKBONE_INPUT!r}")
-        missing = [n for n in HEAD_INPUTS if h.input_shapes and n not in h.input_shapes]
-        if missing:
-            raise EngineError(f"head engine inputs {sorted(h.input_shapes)} lack {missing}")
-
-    # --- state ---------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Forget everything: partial clip, ring, counters and history (a fresh stream)."""
-        self.assembler.reset()
-        self.ring.reset()
-        self.history.clear()
-        self._state = StreamState()
-        self._next_index = 0
-        self._next_clip = 0
-        self._pending_preprocess = 0.0  # seconds of preprocessing since the last prediction
-        self._pending_total = 0.0       # seconds of push() since the last prediction
-
+    # --- the core's state ----------------------------------------------------------------
     @property
     def state(self) -> StreamState:
         """A snapshot of the stream's counters."""
-        snap = dataclasses.replace(self._state, gaps=list(self._state.gaps))
-        snap.ring_fill = self.ring.fill
-        return snap
+        return self.core.state
+
+    @property
+    def ring(self):
+        return self.core.ring
+
+    @property
+    def assembler(self) -> ClipAssembler:
+        return self.core.assembler
+
+    @property
+    def history(self):
+        return self.core.history
+
+    @property
+    def listeners(self) -> list[Callable[[Prediction], None]]:
+        return self.core.listeners
+
+    @property
+    def top_k(self) -> int:
+        return self.core.top_k
+
+    @property
+    def reset_ring_on_gap(self) -> bool:
+        return self.core.reset_ring_on_gap
 
     @property
     def labels(self) -> list[str]:
         return self.spec.labels
+
+    def reset(self) -> None:
+        """Forget everything: partial clip, ring, counters and history (a fresh stream)."""
+        self.core.reset()
 
     # --- input ---------------------------------------------------------------------------
     def push(self, frame: np.ndarray, frame_index: int | None = None) -> Prediction | None:
@@ -313,116 +185,58 @@ class StreamingClassifier:
                 frames); default: the previous index + 1.
         """
         if self._closed:
-            raise InputError("this StreamingClassifier is closed")
-        start = time.perf_counter()
-        index = self._next_index if frame_index is None else int(frame_index)
-        self._next_index = index + 1
-        self._state.frames_seen += 1
-        try:
-            bgr = as_bgr(frame)
-        except FrameError as exc:
-            self._state.bad_frames += 1
-            self._state.last_bad_frame = f"frame {index}: {exc.message}"
-            self._pending_total += time.perf_counter() - start
+            raise InputError("this StreamingClassifier is closed", hint="create a new one")
+        if not self.core.push(frame, frame_index):
             return None
-        self._state.good_frames += 1
+        return self._step(self.core.take_clip(copy=False))
+
+    def _step(self, clip: PendingClip) -> Prediction:
         t0 = time.perf_counter()
-        sampled, frame_range = self.assembler.push(bgr, index)
-        self._pending_preprocess += time.perf_counter() - t0
-        if sampled:
-            self._state.sampled_frames += 1
-        if frame_range is None:
-            self._pending_total += time.perf_counter() - start
-            return None
-        return self._step(frame_range, start)
+        out = self.engines.backbone.infer({BACKBONE_INPUT: clip.clip[None]})
+        t1 = time.perf_counter()
+        self.core.commit(out[BACKBONE_OUTPUT], clip)
+        logits, gates, _ = run_head(self.engines.head, [self.core], batched=self._head_batched)
+        t2 = time.perf_counter()
+        return self.core.finish(logits[0], gates[0], {
+            "preprocess": clip.preprocess_s * 1e3, "backbone": (t1 - t0) * 1e3, "head": (t2 - t1) * 1e3,
+            "total": (clip.push_s + t2 - t0) * 1e3})
 
     def check_frame(self, frame: np.ndarray) -> np.ndarray:
         """Validate/convert a frame like :meth:`push` does, raising FrameError if unusable."""
-        return as_bgr(frame)
+        return self.core.check_frame(frame)
 
     def note_gap(self, frames_missed: int, seconds: float, reason: str = "") -> None:
         """Record a discontinuity: the partial clip is dropped (no clip spans the gap)."""
-        self._state.gaps.append(GapRecord(self._next_index, int(frames_missed), float(seconds), reason))
-        self._next_index += max(0, int(frames_missed))
-        self.assembler.reset()
-        if self.reset_ring_on_gap:
-            self.ring.reset()
+        self.core.note_gap(frames_missed, seconds, reason)
 
     def note_dropped(self, total_dropped: int) -> None:
         """Record how many frames the source has dropped so far (its running total)."""
-        self._state.dropped_frames = int(total_dropped)
-
-    def _step(self, frame_range: tuple[int, int], start: float) -> Prediction:
-        t0 = time.perf_counter()
-        out = self.engines.backbone.infer({BACKBONE_INPUT: self.assembler.clip})
-        descriptor = out[BACKBONE_OUTPUT]
-        t1 = time.perf_counter()
-        clip = ClipInfo(self._next_clip, *frame_range)
-        self._next_clip += 1
-        self.ring.push(descriptor, clip)
-        out = self.engines.head.infer({HEAD_INPUTS[0]: self.ring.descriptors, HEAD_INPUTS[1]: self.ring.mask})
-        t2 = time.perf_counter()
-        logits = np.asarray(out[HEAD_OUTPUTS[0]], np.float32).reshape(-1)
-        gates_all = np.asarray(out[HEAD_OUTPUTS[1]], np.float32).reshape(-1)
-        prediction = self._make_prediction(logits, gates_all, clip, {
-            "preprocess": self._pending_preprocess * 1e3,
-            "backbone": (t1 - t0) * 1e3,
-            "head": (t2 - t1) * 1e3,
-            "total": (self._pending_total + time.perf_counter() - start) * 1e3,
-        })
-        self._pending_preprocess = self._pending_total = 0.0
-        self._state.clips += 1
-        self.history.append(prediction)
-        for listener in self.listeners:
-            listener(prediction)
-        return prediction
-
-    def _make_prediction(self, logits: np.ndarray, gates_all: np.ndarray, clip: ClipInfo,
-                         latency: dict[str, float]) -> Prediction:
-        probs = _softmax(logits)
-        order = np.argsort(-probs, kind="stable")[: self.top_k]
-        labels = self.spec.labels
-        first = self.ring.first_valid_slot
-        valid = gates_all[first:]
-        threshold = self.spec.select_ratio * float(valid.max()) if valid.size else 0.0
-        gates = [ClipGate(info.clip_index, info.frame_range, float(g), bool(g >= threshold))
-                 for info, g in zip(self.ring.clips(), valid)]
-        return Prediction(
-            label=labels[int(order[0])], score=float(probs[order[0]]),
-            top_k=[(labels[int(i)], float(probs[i])) for i in order],
-            logits=logits, gates=gates, frame_range=(gates[0].frame_range[0], clip.last_frame),
-            clip_index=clip.clip_index, latency_ms=latency, ring_fill=self.ring.fill)
+        self.core.note_dropped(total_dropped)
 
     # --- sources -------------------------------------------------------------------------
-    def run(self, source: Any, *, max_frames: int | None = None, **source_options: Any) -> Iterator[Prediction]:
-        """Stream a source and yield every prediction.
+    def run(self, source: Any, *, max_frames: int | None = None, frames: bool = False,
+            **source_options: Any) -> Iterator[Prediction] | Iterator[FrameResult]:
+        """Stream a source and yield every prediction (or, with ``frames=True``, every frame
+        with the prediction it completed, as :class:`FrameResult`, e.g. to draw or write it).
 
         Args:
             source: a URI / path / camera index for :func:`~gcf_trt.runtime.sources.open_source`,
                 an opened :class:`~gcf_trt.runtime.sources.Source`, or any iterable of frames.
             max_frames: stop after this many frames from the source.
+            frames: yield a :class:`FrameResult` per frame instead of predictions only.
             **source_options: passed to ``open_source`` (``loop``, ``fps``, ``step``, ...).
         """
-        from .sources import Source, SourceGap, open_source
+        from .sources import Source, open_source
         src = source if isinstance(source, Source) else open_source(source, **source_options)
-        owns = src is not source
-        dropped_before = self._state.dropped_frames  # a classifier may run several sources
         try:
-            count = 0
-            for item in src:
-                self.note_dropped(dropped_before + src.stats.frames_dropped)
-                if isinstance(item, SourceGap):
-                    self.note_gap(item.frames_missed, item.seconds, item.reason)
-                    continue
-                prediction = self.push(item.image, item.index)
-                count += 1
-                if prediction is not None:
+            for item, prediction in consume_source(src, self.core, lambda f: self.push(f.image, f.index),
+                                                   max_frames=max_frames):
+                if frames:
+                    yield FrameResult(item, prediction)
+                elif prediction is not None:
                     yield prediction
-                if max_frames is not None and count >= max_frames:
-                    break
-            self.note_dropped(dropped_before + src.stats.frames_dropped)
         finally:
-            if owns:
+            if src is not source:
                 src.close()
 
     def run_frames(self, frames: Iterable[np.ndarray]) -> list[Prediction]:

@@ -8,6 +8,7 @@ breaks ``import gcf_trt``; asking for one that is not installed raises
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +46,40 @@ def open_backend(runtime: str, path: str | Path, options: dict[str, Any] | None 
     return cls(Path(path), **(options or {}))
 
 
-def available_runtimes() -> dict[str, str | None]:
-    """``{runtime: None if usable here else the reason it is not}``."""
-    status: dict[str, str | None] = {}
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """Whether a runtime can run here: ``available``, and when not, ``reason`` (what failed,
+    with the pip extra that provides it)."""
+
+    name: str
+    available: bool
+    reason: str | None = None
+
+
+def runtime_status() -> dict[str, RuntimeStatus]:
+    """``{runtime: RuntimeStatus}`` for every known runtime, probed on this machine."""
+    status: dict[str, RuntimeStatus] = {}
     for name in RUNTIMES:
         try:
             backend_class(name).check_available()
-            status[name] = None
+            status[name] = RuntimeStatus(name, True)
         except BackendUnavailable as exc:
-            status[name] = exc.message
+            status[name] = RuntimeStatus(name, False, exc.message)
     return status
 
 
-__all__ = ["Backend", "RUNTIMES", "available_runtimes", "backend_class", "open_backend"]
+def usable_runtimes(exclude: tuple[str, ...] = ()) -> list[str]:
+    """Names of the runtimes that can run here, in :data:`RUNTIMES` order."""
+    return [name for name, st in runtime_status().items() if st.available and name not in exclude]
+
+
+def available_runtimes() -> dict[str, str | None]:
+    """Legacy view of :func:`runtime_status`: ``{runtime: None if usable else the reason}``.
+
+    Prefer :func:`runtime_status` (``.available`` says it in words); this remains while callers move.
+    """
+    return {name: None if st.available else st.reason for name, st in runtime_status().items()}
+
+
+__all__ = ["Backend", "RUNTIMES", "RuntimeStatus", "available_runtimes", "backend_class", "open_backend",
+           "runtime_status", "usable_runtimes"]

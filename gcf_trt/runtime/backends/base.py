@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -17,6 +17,8 @@ class Backend(abc.ABC):
     """
 
     runtime: str = "abstract"
+    #: how many requests the engine can run at once (see :meth:`infer_many`).
+    parallel_requests: int = 1
 
     def __init__(self, path: Path, **options: Any):
         self.path = Path(path)
@@ -35,6 +37,15 @@ class Backend(abc.ABC):
 
         Returned arrays are owned by the caller (a backend must not reuse their memory).
         """
+
+    def infer_many(self, feeds_list: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Run several independent inputs; results in the same order.
+
+        The default runs them one after the other; a backend that can run requests side by
+        side (OpenVINO infer requests, ONNX Runtime parallel runs) overrides this and sets
+        :attr:`parallel_requests`.
+        """
+        return [self.infer(feeds) for feeds in feeds_list]
 
     def close(self) -> None:
         """Release the runtime's resources.  Idempotent."""

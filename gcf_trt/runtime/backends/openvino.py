@@ -9,12 +9,22 @@ Precision is *set*, never left to the plugin: on a CPU with BF16 support a plain
 reports what the compiled model says it runs in (``precision`` / ``inference_precision``).
 A Q/DQ graph reports ``precision = "int8"`` (its non-quantized layers run in
 ``inference_precision``).
+
+Cold start: OpenVINO compiles the graph at every start unless its model cache is on, so the
+backend caches compiled models *by default* in a per-user directory (:func:`default_cache_dir`,
+``$GCF_TRT_CACHE_DIR`` or ``~/.cache/gcf-trt/openvino``), one sub-directory per engine file
+sha256 so a replaced file can never pick up a stale blob.  The cache is passed as the
+compile-time ``CACHE_DIR`` property, so all engines share the process's one ``ov.Core``.
+``cache`` says whether a start was the first (``hit: False``, compiled and stored) or warm.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +34,25 @@ from .base import Backend
 HINTS = ("latency", "throughput")
 FLOAT_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 PRECISION_KEY = "gcf_trt.precision"
+CACHE_ENV = "GCF_TRT_CACHE_DIR"
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where compiled OpenVINO models are cached: ``$GCF_TRT_CACHE_DIR/openvino``, else
+    ``$XDG_CACHE_HOME/gcf-trt/openvino``, else ``~/.cache/gcf-trt/openvino``."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root) / "openvino"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcf-trt" / "openvino"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _ov():
@@ -44,6 +73,12 @@ def shared_core():
     if _SHARED_CORE is None:
         _SHARED_CORE = _ov().Core()
     return _SHARED_CORE
+
+
+@functools.lru_cache(maxsize=1)
+def available_devices() -> tuple[str, ...]:
+    """The Core's devices, listed once per process (listing costs a plugin query each time)."""
+    return tuple(shared_core().available_devices)
 
 
 def cpu_capabilities() -> list[str]:
@@ -89,16 +124,23 @@ class OpenVinoBackend(Backend):
         threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, all cores).
         inference_precision: ``"f32"`` (default) or ``"bf16"`` (needs a CPU with BF16); the
             float parts of the graph run in it.
-        cache_dir: OpenVINO model cache (``CACHE_DIR``): the compiled blob is reused on the next
-            start, which cuts cold-start compile time.  Default none.
+        cache_dir: root of the compiled-model cache (default :func:`default_cache_dir`; ``""``
+            or False: no cache).  The blob goes into ``cache_dir/<sha256 of the file>[:20]/``.
+        file_sha256: the file's sha256 when the caller knows it (``load_engines`` passes the
+            manifest's), else the file is hashed.
         device: default ``"CPU"``.
+
+    ``parallel_requests`` is the compiled model's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` (1 with
+    the LATENCY hint, the number of CPU streams with THROUGHPUT); :meth:`infer_many` runs that
+    many requests at once through an ``AsyncInferQueue``.
     """
 
     runtime = "openvino"
 
     def __init__(self, path: Path, hint: str = "latency", threads: int | None = None,
-                 inference_precision: str = "f32", cache_dir: str | None = None, device: str = "CPU",
-                 quantized: bool | None = None, **options: Any):
+                 inference_precision: str = "f32", cache_dir: str | os.PathLike | bool | None = None,
+                 device: str = "CPU", quantized: bool | None = None, file_sha256: str | None = None,
+                 **options: Any):
         super().__init__(path, hint=hint, threads=threads, inference_precision=inference_precision,
                          cache_dir=cache_dir, device=device, **options)
         ov = _ov()
@@ -115,17 +157,20 @@ class OpenVinoBackend(Backend):
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        cache = self._cache_dir(Path(path), cache_dir, file_sha256)
+        if cache is not None:
+            config["CACHE_DIR"] = str(cache)  # a compile-time property: the shared Core stays as it is
         try:
-            # CACHE_DIR is a Core-wide property, so a cached engine gets a Core of its own.
-            self.core = ov.Core() if cache_dir else shared_core()
-            if cache_dir:
-                os.makedirs(cache_dir, exist_ok=True)
-                self.core.set_property({"CACHE_DIR": str(cache_dir)})
+            self.core = shared_core()
             # From the path (not a read ov.Model): on a cache hit OpenVINO skips reading the ONNX.
             self.compiled = self.core.compile_model(str(path), device, config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long text
             raise EngineError(f"OpenVINO cannot compile {path}: {str(exc).strip().splitlines()[0]}") from exc
         self.request = self.compiled.create_infer_request()
+        self._queue = None  # AsyncInferQueue, made on the first infer_many
+        self.parallel_requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        hit = bool(self.compiled.get_property("LOADED_FROM_CACHE")) if cache is not None else None
+        self.cache = {"dir": str(cache) if cache is not None else None, "hit": hit}
 
         def shape(port) -> tuple[int, ...]:
             return tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
@@ -146,13 +191,31 @@ class OpenVinoBackend(Backend):
             "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
             "num_streams": str(self.compiled.get_property("NUM_STREAMS")),
             "inference_num_threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+            "optimal_infer_requests": self.parallel_requests,
+            "loaded_from_cache": hit,
         }
+
+    @staticmethod
+    def _cache_dir(path: Path, cache_dir: str | os.PathLike | bool | None, sha: str | None) -> Path | None:
+        """This file's cache directory, created; None when caching is off or impossible (a
+        read-only home must not stop a camera: it only costs the compile time)."""
+        if cache_dir is False or cache_dir == "":
+            return None
+        root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
+        try:
+            key = (sha or _file_sha256(path))[:20]
+            target = root / key
+            target.mkdir(parents=True, exist_ok=True)
+            return target
+        except OSError as exc:
+            log.warning("OpenVINO model cache off for %s: %s", path.name, exc)
+            return None
 
     @classmethod
     def check_available(cls) -> None:
-        ov = _ov()
+        _ov()
         try:
-            devices = shared_core().available_devices
+            devices = available_devices()
         except Exception as exc:  # noqa: BLE001
             raise BackendUnavailable(f"OpenVINO is installed but cannot start: {exc}") from exc
         if "CPU" not in devices:
@@ -167,6 +230,32 @@ class OpenVinoBackend(Backend):
         # infer() returns views of the request's output tensors: copy (the caller owns them).
         return {name: np.array(result[port], copy=True) for name, port in zip(self._output_names, self._outputs)}
 
+    def infer_many(self, feeds_list: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        if self.parallel_requests == 1 or len(feeds_list) < 2:
+            return super().infer_many(feeds_list)
+        for feeds in feeds_list:
+            unknown = set(feeds) - set(self._inputs)
+            if unknown:
+                raise InputError(f"unknown input(s) {sorted(unknown)}; {self.path.name} takes {sorted(self._inputs)}")
+        if self._queue is None:
+            self._queue = _ov().AsyncInferQueue(self.compiled, self.parallel_requests)
+        results: list[dict[str, np.ndarray] | None] = [None] * len(feeds_list)
+
+        def done(request, index: int) -> None:
+            # Copy out in the callback: the request's tensors are reused by its next job.
+            results[index] = {name: np.array(request.get_tensor(port).data, copy=True)
+                              for name, port in zip(self._output_names, self._outputs)}
+        self._queue.set_callback(done)
+        for i, feeds in enumerate(feeds_list):
+            self._queue.start_async({n: np.ascontiguousarray(v, dtype=np.float32) for n, v in feeds.items()},
+                                    userdata=i)
+        self._queue.wait_all()
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise EngineError(f"OpenVINO returned no result for request(s) {missing} of {self.path.name}")
+        return results  # type: ignore[return-value]
+
     def close(self) -> None:
+        self._queue = None
         self.request = None  # type: ignore[assignment]
         self.compiled = None  # type: ignore[assignment]

@@ -90,12 +90,16 @@ def test_quantize_int8_qdq_and_stem_excluded(tiny_engines, clips, tmp_path):
     quantized = P.quantized_nodes(model)
     assert stem[0] not in quantized          # stem conv keeps its FP32 weight
     assert len(quantized) == info["quantized_nodes"] >= 10  # every other conv is INT8
-    # symmetric: every zero point is 0; weights per-channel (a scale vector per conv weight).
+    # CPU graph: weights int8 symmetric (zero point 0) per-channel; activations uint8 asymmetric.
     from onnx import numpy_helper
     zps = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_zero_point")]
-    assert zps and all((z == 0).all() for z in zps)
+    weight_zps = [z for z in zps if z.dtype == np.int8]
+    act_zps = [z for z in zps if z.dtype == np.uint8]
+    assert weight_zps and all((z == 0).all() for z in weight_zps)
+    assert act_zps and any((z != 0).any() for z in act_zps)  # asymmetric: the ranges set the zero point
     assert any(numpy_helper.to_array(t).size > 1 for t in model.graph.initializer if t.name.endswith("_scale"))
     assert info["method"] == "minmax" and info["num_calibration_clips"] == len(clips)
+    assert info["target"] == "cpu" and info["weight_bits"] in (7, 8)
     backend = OnnxRuntimeBackend(out)
     assert backend.precision == "int8"
 
@@ -189,3 +193,117 @@ def test_percentile_calibration(tiny_engines, clips, tmp_path):
     assert p.keys() == m.keys()
     # the 99th percentile clips the tails: never a wider range than MinMax, narrower for some tensors
     assert all(p[k] <= m[k] * (1 + 1e-5) for k in p) and any(p[k] < m[k] * 0.99 for k in p)
+
+
+def test_reduce_range_follows_the_cpu_int8_capability(tiny_engines, clips, tmp_path, monkeypatch):
+    """Without VNNI (imitated with ONEDNN_MAX_CPU_ISA=AVX2) the CPU graph gets 7-bit weights."""
+    from onnx import numpy_helper
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    from gcf_trt import cpuinfo
+    if not cpuinfo.is_x86():
+        pytest.skip("the int8 saturation issue is x86-only")
+    info = P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "rr.onnx", clips[:6])
+    assert info["weight_bits"] == 7 and info["cpu_int8"]["vnni"] is False
+    model = onnx.load(str(tmp_path / "rr.onnx"))
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_quantized")]
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64  # 7-bit range
+    full = P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "full.onnx", clips[:6], reduce_range=False)
+    assert full["weight_bits"] == 8
+
+
+@pytest.fixture(scope="module")
+def demo_backbone(tmp_path_factory):
+    """The trained demo checkpoint's backbone: BN-folded convs *with biases*, unlike the tiny model."""
+    pytest.importorskip("torch")
+    from gcf_trt.commands.demo import bundled_checkpoint
+    from gcf_trt.compile.export import export_backbone
+    from gcf_trt.compile.model import load_checkpoint
+    model = load_checkpoint(bundled_checkpoint())
+    path = export_backbone(model, tmp_path_factory.mktemp("demo") / "backbone.onnx")
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((6, *model.spec.clip_shape)).astype(np.float32)
+    return path, calib
+
+
+def test_tensorrt_graph_has_float_biases_and_follows_tensorrt_rules(demo_backbone, tmp_path):
+    path, calib = demo_backbone
+    cpu = P.quantize_int8(path, tmp_path / "cpu.onnx", calib)
+    trt = P.quantize_int8(path, tmp_path / "trt.onnx", calib, for_tensorrt=True)
+    assert cpu["biases"] == "int32" and trt["biases"].startswith("float") and trt["weight_bits"] == 8
+    cpu_problems = P.tensorrt_qdq_problems(onnx.load(str(tmp_path / "cpu.onnx")))
+    # The CPU graph is what TensorRT would reject: INT32 bias DQs and uint8 activations.
+    assert any("INT32" in p for p in cpu_problems) and any("UINT8" in p for p in cpu_problems)
+    trt_model = onnx.load(str(tmp_path / "trt.onnx"))
+    assert P.tensorrt_qdq_problems(trt_model) == []
+    convs_with_bias = [n for n in trt_model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert convs_with_bias, "the demo model has conv biases (the case TensorRT rejects as INT32)"
+    inits = {t.name: t for t in trt_model.graph.initializer}
+    assert all(inits[n.input[2]].data_type == onnx.TensorProto.FLOAT for n in convs_with_bias)
+    with pytest.raises(Exception, match="CPU graph only"):
+        P.quantize_int8(path, tmp_path / "x.onnx", calib, for_tensorrt=True, reduce_range=True)
+
+
+def test_tensorrt_rules_catch_each_violation(demo_backbone, tmp_path):
+    from onnx import numpy_helper
+    path, calib = demo_backbone
+    P.quantize_int8(path, tmp_path / "trt.onnx", calib, for_tensorrt=True)
+    good = onnx.load(str(tmp_path / "trt.onnx"))
+
+    def broken(edit):
+        m = onnx.ModelProto()
+        m.CopyFrom(good)
+        edit(m)
+        return P.tensorrt_qdq_problems(m)
+
+    def negative_scale(m):
+        t = next(t for t in m.graph.initializer if t.name.endswith("_scale") and not t.dims)
+        t.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(t), t.name))
+
+    def nonzero_zero_point(m):
+        t = next(t for t in m.graph.initializer if t.name.endswith("_zero_point") and not t.dims)
+        t.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), t.name))
+
+    def weight_axis_1(m):
+        dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear"
+                  and any(a.name == "axis" for a in n.attribute))
+        next(a for a in dq.attribute if a.name == "axis").i = 1
+
+    def opset_19(m):
+        next(o for o in m.opset_import if o.domain in ("", "ai.onnx")).version = 19
+
+    assert any("non-positive" in p for p in broken(negative_scale))
+    assert any("non-zero zero point" in p for p in broken(nonzero_zero_point))
+    assert any("axis 1" in p for p in broken(weight_axis_1))
+    assert any("opset 19" in p for p in broken(opset_19))
+
+
+def test_wilson_interval():
+    lo, hi = P.wilson_interval(254, 256)
+    assert 0.97 < lo < 0.992 < hi <= 1.0
+    assert P.wilson_interval(16, 16)[0] < 0.81  # 16 of 16 cannot tell 99% from 81%
+    assert P.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_calibration_split_holds_out_whole_videos(calib_dir, tiny_model):
+    spec = tiny_model.spec
+    report = {}
+    calib, held = P.calibration_split(calib_dir, spec, max_clips=8, gate_predictions=4, report=report)
+    assert len(calib) <= 8 and sum(len(h) for h in held) >= 4
+    held_files = {v["file"] for v in report["holdout_videos"]}
+    calib_files = {v["file"] for v in report["videos"]}
+    assert held_files and calib_files and not held_files & calib_files
+    assert report["holdout_clips"] == sum(len(h) for h in held)
+    with pytest.raises(CalibrationError, match="needs 100000 held-out predictions"):
+        P.calibration_split(calib_dir, spec, gate_predictions=100000)
+
+
+def test_agreement_on_video_sequences_reports_interval(tiny_engines, clips):
+    ref = OnnxRuntimeBackend(tiny_engines / "backbone.onnx")
+    head = OnnxRuntimeBackend(tiny_engines / "head.onnx")
+    groups = [clips[:5], clips[5:]]
+    res = P.agreement(ref, ref, groups, head)
+    assert res["top1_agreement"] == 1.0 and res["num_sequences"] == 2
+    assert res["num_predictions"] == len(clips) and res["num_disagreements"] == 0
+    lo, hi = res["top1_agreement_ci95"]
+    assert lo < 1.0 and hi == 1.0

@@ -1,0 +1,79 @@
+"""What this CPU can do for INT8, detected, never assumed (torch-free; used at build and load).
+
+Why it matters: on x86 CPUs without VNNI (AVX2-only parts such as many AMD EPYC and older
+Xeons) the int8 dot product is ``vpmaddubsw``, which adds two u8*s8 products into a *saturating*
+int16.  With full 8-bit weights and activations that sum overflows and the convolution is
+silently wrong (ONNX Runtime's quantization docs: "reduce_range ... for non-VNNI machines";
+NNCF's ``overflow_fix`` exists for the same reason).  VNNI (``vpdpbusd``, AVX512-VNNI,
+AVX-VNNI, AMX) accumulates in int32 and has no such limit; ARM's ``sdot`` neither.
+
+So an INT8 CPU graph built for a CPU without VNNI uses 7-bit weights (``reduce_range``), and
+an engine built with 8-bit weights refuses to run as INT8 where the CPU lacks VNNI.
+
+``ONEDNN_MAX_CPU_ISA`` (oneDNN, hence OpenVINO's CPU plugin) lowers the ISA the kernels use;
+when it names an ISA without VNNI we treat the CPU as one without VNNI, so that a test can
+imitate an AVX2-only CPU on a bigger one (checked: OpenVINO then reports ``isa:Intel AVX2``
+and an 8-bit-weight graph loses accuracy exactly as on an AVX2-only EPYC).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8")
+# oneDNN ISA names (ONEDNN_MAX_CPU_ISA) that include a VNNI int8 dot product.
+_ONEDNN_VNNI_ISAS = ("AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                     "AVX512_CORE_AMX_FP16", "AVX2_VNNI", "AVX2_VNNI_2", "AVX10_1_512",
+                     "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "ALL")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags the kernel reports (Linux ``/proc/cpuinfo``); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def has_vnni() -> bool | None:
+    """True/False on x86 Linux; None where the flags cannot be read (then assume no VNNI)."""
+    if not is_x86():
+        return None
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if limit and limit not in _ONEDNN_VNNI_ISAS:
+        return False
+    flags = cpu_flags()
+    if not flags:
+        return None
+    return any(f in flags for f in VNNI_FLAGS)
+
+
+def int8_saturation_risk() -> bool:
+    """Whether full 8-bit INT8 weights may overflow here (x86 without VNNI, or unknown x86)."""
+    return is_x86() and not has_vnni()
+
+
+def int8_capability() -> dict[str, object]:
+    """A record for manifests and bench results: what was detected and what follows."""
+    vnni = has_vnni()
+    risk = int8_saturation_risk()
+    return {
+        "machine": platform.machine(),
+        "vnni": vnni,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "int8_dot_product": ("vnni (int32 accumulation)" if vnni else
+                             "vpmaddubsw (int16 saturation: 7-bit weights needed)" if risk else
+                             "no x86 saturation issue (not x86)"),
+        "weight_bits": 7 if risk else 8,
+    }

@@ -265,6 +265,11 @@ class LiveRun:
         self.guard = SignalGuard()
         self.started = time.monotonic()
         self.ended = False
+        self._stop_requested = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the run to end soon, from any thread (outputs are finalised as at a signal)."""
+        self._stop_requested.set()
 
     # --- what sinks may read -------------------------------------------------------------
     def health(self, stream: int) -> dict[str, Any]:
@@ -296,6 +301,8 @@ class LiveRun:
         return opened
 
     def _on_item(self, stream: int, item: Any, frames_to_sinks: bool) -> None:
+        if self._stop_requested.is_set():
+            raise StopRequested()
         run = self._runs[stream]
         if isinstance(item, SourceGap):
             self.say(f"gap: {run.info.source} dropped for {item.seconds:.1f} s (~{item.frames_missed} frames), "

@@ -1,0 +1,155 @@
+"""Real servers for the live tests, on 127.0.0.1 only: mosquitto, GStreamer's RTSP server, and a
+`gcf-trt run` process.  A missing binary is a skip with the reason (`.ci/run` installs them via
+scripts/ci_system_packages.sh); every wait is bounded in count and time."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+HERE = Path(__file__).resolve().parent
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((LOOPBACK, port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+class Mosquitto:
+    """Debian's mosquitto broker on a loopback port (anonymous, no persistence)."""
+
+    def __init__(self, tmp: Path, port: int | None = None):
+        if MOSQUITTO is None:
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto; scripts/ci_system_packages.sh)")
+        self.port = port or free_port()
+        self.conf = tmp / f"mosquitto-{self.port}.conf"
+        self.conf.write_text(f"listener {self.port} {LOOPBACK}\nallow_anonymous true\npersistence false\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Mosquitto":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        assert wait_port(self.port), "mosquitto did not start listening"
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
+class Subscriber:
+    """A real MQTT subscriber (paho) that collects the JSON payloads of one topic."""
+
+    def __init__(self, port: int, topic: str):
+        import paho.mqtt.client as mqtt
+        self.messages: list[dict] = []
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self._client.on_message = lambda c, u, m: self.messages.append(__import__("json").loads(m.payload))
+        self._client.connect(LOOPBACK, port)
+        self._client.loop_start()
+        deadline = time.monotonic() + 5
+        while not self._client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the SUBACK
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.messages)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def system_python_with_rtsp_server() -> str:
+    """The system python3 that has PyGObject and gst-rtsp-server, or skip."""
+    exe = "/usr/bin/python3"
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer")
+    if not os.access(exe, os.X_OK) or subprocess.run([exe, "-c", probe], capture_output=True).returncode != 0:
+        pytest.skip("GStreamer's RTSP server is not installed (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+                    "gstreamer1.0-plugins-good; scripts/ci_system_packages.sh)")
+    return exe
+
+
+class RtspServer:
+    """tests/live/rtsp_server.py (gst-rtsp-server) on a loopback port; stop() cuts it, start() restarts it."""
+
+    def __init__(self, port: int | None = None, protocols: str = "tcp+udp"):
+        self.python = system_python_with_rtsp_server()
+        self.port = port or free_port()
+        self.protocols = protocols
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://{LOOPBACK}:{self.port}/live"
+
+    def start(self) -> "RtspServer":
+        self.proc = subprocess.Popen([self.python, str(HERE / "rtsp_server.py"), str(self.port), "120", self.protocols],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        assert line.strip() == "READY", f"RTSP server did not start: {line!r}"
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc.stdout.close()
+            self.proc = None
+
+
+def gcf_run(*argv: str, **kwargs) -> subprocess.Popen:
+    """`gcf-trt run ...` as a subprocess (stdout/stderr piped, text)."""
+    return subprocess.Popen([sys.executable, "-m", "gcf_trt.cli", "run", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, **kwargs)
+
+
+def read_url_line(proc: subprocess.Popen, timeout: float = 120.0) -> tuple[str, list[str]]:
+    """Read stderr lines until the 'live view: URL' line; returns (url, lines read)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.match(r"live view: (http://\S+)", line)
+        if match:
+            return match.group(1), lines
+    raise AssertionError(f"no 'live view:' line; stderr so far: {''.join(lines)}")

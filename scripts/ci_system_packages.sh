@@ -1,17 +1,19 @@
 #!/bin/sh
-# System binaries the live-view / events / RTSP tests drive for real (tests skip, with the
-# reason, when one is missing): mosquitto (MQTT broker), chromium + chromedriver (headless
-# browser for the --serve page), ffmpeg (RTSP server in listen mode, H.264 encoder).
-# Quiet and idempotent: installs only what is missing; needs root (CI containers run as root).
+# System packages the live tests drive for real (each test skips, with the reason, when its
+# binary is missing):
+#   mosquitto                     MQTT broker for tests/test_events.py
+#   chromium, chromium-driver     headless browser for the --serve page (tests/test_serve.py)
+#   ffmpeg                        H.264 encoder for --output (libx264)
+#   python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-base/-good
+#                                 GStreamer's RTSP server for tests/test_rtsp.py
+# Quiet and idempotent: apt runs only when a package is missing.  Needs root (CI runs as root).
 set -eu
+packages="mosquitto chromium chromium-driver ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
 need=""
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
-command -v chromium >/dev/null 2>&1 || need="$need chromium"
-command -v chromedriver >/dev/null 2>&1 || need="$need chromium-driver"
-command -v ffmpeg >/dev/null 2>&1 || need="$need ffmpeg"
-if [ -z "$need" ]; then
-    exit 0
-fi
+for p in $packages; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
+done
+[ -z "$need" ] && exit 0
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 # shellcheck disable=SC2086  # $need is a word list on purpose

@@ -1,0 +1,120 @@
+"""What one run does (:class:`Config`) and what its sections share (:class:`Context`)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .timing import Deadline
+
+# Every section of a run, in the order they run: those that time the opened backbone candidates
+# first (they are closed before the rest).  ``builds`` is not selectable (everything needs it).
+SECTIONS = ("backbone", "head", "streaming", "whatif", "end_to_end", "multistream", "openvino_benchmark",
+            "cold_start", "roofline", "ort_sweep", "agreement")
+# The sections that run while the backbone candidates are open (the first ones of SECTIONS).
+USES_CANDIDATES = ("backbone", "head", "streaming", "whatif")
+
+# Seconds each section may take in a full run (issue 12: the whole run <= 6 min on 2 cores).
+# Timing loops stop at the budget and steps that cannot be cut short are skipped once it has
+# passed; a slower CPU gets fewer rounds, not a longer run.  Builds cannot be interrupted, so
+# their budget is what they took on the 2-core box with margin, recorded like the others.
+FULL_BUDGETS = {"builds": 80, "backbone": 35, "head": 20, "streaming": 20, "end_to_end": 30,
+                "multistream": 20, "openvino_benchmark": 12, "cold_start": 30, "roofline": 15,
+                "ort_sweep": 12, "agreement": 50, "whatif": 12}
+QUICK_BUDGET = 60  # per section; quick runs a fixed, tiny number of rounds well inside it
+
+
+class Config:
+    """What one benchmark run does (``quick`` = tiny model and counts, for CI).
+
+    Args:
+        checkpoint: the model to benchmark - speed *and* INT8 agreement are measured on it.
+            Default: random weights at the default ``ModelSpec`` for speed (speed does not
+            depend on the weights) and the bundled trained ``gcf_trt/assets/demo.pt`` for
+            agreement (a random model's agreement means nothing).
+        duration: seconds per interleaved comparison in a full run.
+        sections: subset of :data:`SECTIONS` (default all).
+        budgets: per-section seconds overriding :data:`FULL_BUDGETS`.
+        agreement_checkpoint: override the agreement model (None: the benchmark model's own
+            builds; the default in quick mode without ``checkpoint``).
+    """
+
+    def __init__(self, quick: bool = False, *, out: str | os.PathLike | None = None,
+                 work: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
+                 duration: float | None = None, plots: bool = True, sections: Sequence[str] | None = None,
+                 budgets: dict[str, float] | None = None, agreement_checkpoint: str | os.PathLike | None = "auto"):
+        from .fixtures import DEMO_CHECKPOINT
+        self.quick = quick
+        self.out = Path(out) if out else None
+        self.work = Path(work) if work else None
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        if agreement_checkpoint == "auto":  # quick proves the code path on its own builds (no extra builds)
+            demo = DEMO_CHECKPOINT if DEMO_CHECKPOINT.is_file() and not quick else None
+            agreement_checkpoint = self.checkpoint or demo
+        self.agreement_checkpoint = Path(agreement_checkpoint) if agreement_checkpoint else None
+        self.plots = plots
+        self.sections = tuple(s for s in SECTIONS if not sections or s in sections)
+        self.budgets = {k: float(QUICK_BUDGET if quick else v) for k, v in FULL_BUDGETS.items()}
+        self.budgets.update(budgets or {})
+        # Counts: a duration per interleaved comparison (full) or a fixed number of rounds (quick).
+        self.warmup = 2 if quick else 5
+        self.warmup_seconds = 0.0 if quick else 2.0
+        self.iters = 6 if quick else None
+        self.duration = None if quick else (duration or 20.0)
+        self.video_seconds = 3.0 if quick else 20.0
+        self.cold_start_repeats = 1 if quick else 3
+        self.peak_size = 512 if quick else 2048
+        self.head_ring_sizes = (8,) if quick else (8, 16, 32)
+        self.multistream_clips = 3 if quick else 8   # clips per stream
+        self.agreement_predictions = 32 if quick else 256  # issue 13: decide on >= 256
+        # Keyword arguments of every CPU build_engines call.  Quick: a cheap build (the selection
+        # trial and calibration are not what CI tests here).
+        from ..compile.options import CalibrationOptions, CpuOptions
+        self.build_options: dict[str, Any] = ({"calibration": CalibrationOptions(clips=8),
+                                               "cpu": CpuOptions(trial_iterations=3)} if quick else {})
+
+
+@dataclass
+class Context:
+    """What the sections of one run share: the model, the builds, the opened candidates."""
+
+    config: Config
+    work: Path
+    say: Callable[[str], None]
+    checkpoint: Path
+    model: Any                     # the torch GCFNet (eval)
+    builds: Any                    # engines.Builds
+    calib: Path
+    candidates: list = field(default_factory=list)
+    fns: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    deadline: Deadline = field(default_factory=lambda: Deadline(None))
+
+    @property
+    def spec(self):
+        return self.model.spec
+
+    @property
+    def engines_dir(self) -> Path:
+        """The engines a user gets (the default CPU build; the FP32 build if that failed)."""
+        from .engines import Built
+        return self.builds.cpu.dir if isinstance(self.builds.cpu, Built) else self.builds.fp32.dir
+
+    def timing(self, fraction: float = 1.0, share: float = 1.0) -> dict[str, Any]:
+        """Keyword arguments of one interleaved comparison: ``fraction`` of the configured
+        duration, at most ``share`` of the section's time left; stops at its deadline."""
+        c = self.config
+        duration = c.duration and c.duration * fraction
+        if duration is not None:
+            duration = self.deadline.cap(duration, share)
+        return {"warmup": c.warmup, "warmup_seconds": min(c.warmup_seconds, self.deadline.cap(c.warmup_seconds, 0.1) or 0),
+                "duration": duration, "iters": c.iters, "deadline": self.deadline}
+
+    def video(self) -> Path:
+        """The end-to-end video (640x480, 30 fps), written once per run."""
+        from .fixtures import camera_video
+        path = self.work / "e2e_640x480_30fps.mp4"
+        if not path.is_file():
+            camera_video(path, self.config.video_seconds)
+        return path

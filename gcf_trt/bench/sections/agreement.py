@@ -1,0 +1,126 @@
+"""INT8 (and BF16) against FP32 on a *trained* model: top-1 agreement of the stream's predictions.
+
+The model is ``--checkpoint`` when given (then the speed figures and these come from the same
+model and its builds are reused), else the bundled trained ``gcf_trt/assets/demo.pt``.  Clips
+are cut from the product's procedural videos of a seed used neither for training nor for
+calibration, until at least ``Config.agreement_predictions`` predictions (issue 13: >= 256).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engines import Built, Builds, build, calibration_options
+from ..fixtures import labelled_videos
+from ..timing import error_text
+
+CALIB_SEED, EVAL_SEED = 7001, 7002  # not the training seeds (gcf_trt.train uses 0..)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n (sound near 0 and 1, unlike the normal one)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # at k = 0 or k = n the bound is exactly 0 or 1; floating point would land a hair inside
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
+def eval_clips(spec, work: Path, want: int, deadline, *, max_videos: int = 96) -> tuple[np.ndarray, int]:
+    """Clips from freshly generated videos (seed ``EVAL_SEED``) until ``want`` of them."""
+    batch = 4 if want <= 64 else 8
+    from ...data import read_video
+    from ...preprocess import clips_from_frames
+    clips, videos = [], 0
+    while sum(len(c) for c in clips) < want and videos < max_videos:
+        part = work / f"eval_{videos // batch}"
+        for path in labelled_videos(part, batch, seed=EVAL_SEED + videos // batch):
+            c, _ = clips_from_frames(read_video(path), spec)
+            if len(c):
+                clips.append(c)
+        videos += batch
+        if deadline.expired:
+            break
+    return np.concatenate(clips), videos
+
+
+def int8_agreement(fp32_dir: Path, int8_file: Path, clips: np.ndarray, spec, *, bf16: tuple[bool, str]) -> dict[str, Any]:
+    """Per runtime: INT8 backbone vs the ONNX Runtime FP32 backbone, the same FP32 head
+    (:func:`gcf_trt.compile.precision.agreement`), with the 95 % interval."""
+    from ...compile.precision import agreement
+    from ...runtime.backends import open_backend
+    ref = open_backend("onnxruntime", fp32_dir / "backbone.onnx", {})
+    head = open_backend("onnxruntime", fp32_dir / "head.onnx", {})
+    tests = [("onnxruntime", "onnxruntime", int8_file, {}),
+             ("openvino", "openvino", int8_file, {"inference_precision": "f32"})]
+    if bf16[0]:
+        tests.append(("openvino_bf16 (FP32 file, BF16 compute)", "openvino", fp32_dir / "backbone.onnx",
+                      {"inference_precision": "bf16"}))
+    out: dict[str, Any] = {}
+    for label, runtime, path, options in tests:
+        try:
+            r = agreement(ref, open_backend(runtime, path, options), clips, head, ring_size=spec.ring_size)
+            k = int(round(r["top1_agreement"] * r["num_predictions"]))
+            r["top1_agreement_95ci"] = list(wilson_interval(k, r["num_predictions"]))
+            out[label] = r
+        except Exception as exc:  # noqa: BLE001
+            out[label] = {"unavailable": error_text(exc)}
+    if not bf16[0]:
+        out["openvino_bf16 (FP32 file, BF16 compute)"] = {"unavailable": bf16[1]}
+    return out
+
+
+def section(ctx) -> dict[str, Any]:
+    from ..machine import native_bf16
+    config, say = ctx.config, ctx.say
+    model_ckpt = config.agreement_checkpoint
+    work = ctx.work / "agreement"
+    if model_ckpt is None or Path(model_ckpt).resolve() == Path(ctx.checkpoint).resolve():
+        builds: Builds = ctx.builds
+        note = (f"the benchmarked model ({ctx.checkpoint.name}): speed and agreement from the same model"
+                if model_ckpt else "NOT a trained model: the benchmark's random-weights model (quick mode proves "
+                                   "the code path; the figure means nothing)")
+        spec = ctx.spec
+    else:
+        note = f"trained checkpoint {Path(model_ckpt).name} (speed is timed on another model: pass --checkpoint)"
+        calib = work / "calib"
+        labelled_videos(calib, 8, seed=CALIB_SEED)
+        fp32 = build("agreement_fp32", Path(model_ckpt), work / "fp32", say, target="cpu", precision="fp32",
+                     runtime="onnxruntime", **config.build_options)
+        if not isinstance(fp32, Built):
+            raise RuntimeError(f"the agreement model's FP32 build failed: {fp32.reason}")
+        builds = prepare_int8_only(Path(model_ckpt), work, calib, fp32, say, config.build_options)
+        spec = fp32.spec
+    if not builds.int8_file:
+        return {"model": note, "unavailable": builds.int8_source}
+    say(f"INT8 agreement: {note.split(':')[0]}")
+    clips, videos = eval_clips(spec, work, config.agreement_predictions, ctx.deadline)
+    per = int8_agreement(builds.fp32.dir, builds.int8_file, clips, spec, bf16=native_bf16())
+    int8 = builds.int8 if builds.int8 is not None else builds.cpu
+    return {"model": note, "checkpoint": str(model_ckpt or ctx.checkpoint), "int8_file": builds.int8_file.name,
+            "int8_source": builds.int8_source, "num_eval_videos": videos, "num_clips": int(len(clips)),
+            "videos": f"gcf_trt.data.make_videos, seeds {CALIB_SEED} (calibration) / {EVAL_SEED}+ (evaluation)",
+            "per_runtime": per, "build": int8.record() if int8 is not None else None}
+
+
+def prepare_int8_only(checkpoint: Path, work: Path, calib: Path, fp32: Built, say, options) -> Builds:
+    """The INT8 file of a model the speed sections do not use: ``precision="int8"``, or the
+    build's own quantizer when the gate refuses it (recorded)."""
+    int8 = build("agreement_int8", checkpoint, work / "int8", say, target="cpu", precision="int8",
+                 calib=calib, **options)
+    builds = Builds(fp32, int8, int8=int8)
+    if isinstance(int8, Built):
+        builds.int8_file, builds.int8_source = int8.file("backbone"), "build_engines(precision='int8')"
+        return builds
+    from ...compile.precision import calibration_clips, quantize_int8
+    clips = calibration_clips(calib, fp32.spec, max_clips=calibration_options(options).clips)
+    builds.int8_file = work / "backbone_int8.onnx"
+    quantize_int8(fp32.file("backbone"), builds.int8_file, clips)
+    builds.int8_source = (f"compile.precision.quantize_int8 called by the bench (the build's gate refused INT8: "
+                          f"{int8.reason})")
+    return builds

@@ -1,0 +1,151 @@
+"""How close to the machine's limit: FLOPs per clip, measured peaks of this CPU, achieved FLOP/s."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..timing import Deadline, error_text
+
+
+def backbone_cost(model, spec) -> dict[str, Any]:
+    """FLOPs per clip (FlopCounterMode) and the minimum bytes each conv must move.
+
+    Bytes: every Conv3d reads its input and weight and writes its output once (BN and ReLU
+    fused into it, as every engine here does), counted at 4 bytes/element (FP32), 2 (BF16) and
+    1 (INT8).  Arithmetic intensity = FLOPs / bytes.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.randn(1, *spec.clip_shape)
+    elements = {"activations": 0, "weights": 0}
+
+    def hook(module, inputs, output):
+        elements["activations"] += inputs[0].numel() + output.numel()
+        elements["weights"] += module.weight.numel()
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    flops = int(counter.get_total_flops())
+    total = elements["activations"] + elements["weights"]
+    return {"flops_per_clip": flops, "gflops_per_clip": flops / 1e9, "conv_elements_moved": total,
+            "counter": "torch.utils.flop_counter.FlopCounterMode (2 FLOPs per MAC)",
+            "arithmetic_intensity": {"fp32": flops / (4 * total), "bf16": flops / (2 * total),
+                                     "int8": flops / (1 * total)}}
+
+
+def _best_rate(fn: Callable[[], Any], flops: float, repeats: int, deadline: Deadline) -> dict[str, float]:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if deadline.expired:
+            break
+    return {"best_gflops": flops / min(times) / 1e9, "median_gflops": flops / float(np.median(times)) / 1e9,
+            "repeats": len(times)}
+
+
+def _ort_matmul_integer(n: int):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from ...runtime.backends.onnxrt import session_options
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "mmi",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n]),
+         helper.make_tensor_value_info("B", TensorProto.INT8, [n, n])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(spinning=True),
+                                providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (n, n), dtype=np.uint8)
+    b = rng.integers(-128, 127, (n, n), dtype=np.int8)
+    return lambda: sess.run(None, {"A": a, "B": b})
+
+
+def machine_peaks(n: int = 2048, repeats: int = 8, *, bf16: tuple[bool, str] = (True, ""),
+                  deadline: Deadline | None = None, say=lambda m: None) -> dict[str, Any]:
+    """Measured (not nominal) peaks of this CPU: matmul FP32/BF16/INT8 and memory copy bandwidth.
+
+    Args:
+        bf16: ``(native, evidence)`` from :func:`gcf_trt.bench.machine.native_bf16`; without native
+            BF16 the BF16 peak is not measured (torch would emulate it: minutes, and no ceiling).
+    """
+    import torch
+    deadline = deadline or Deadline(None)
+    flops = 2.0 * n ** 3
+    out: dict[str, Any] = {"matmul_size": n, "threads": torch.get_num_threads(), "fp32": {}, "bf16": {}, "int8": {}}
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    say("machine peaks: FP32 matmul")
+    out["fp32"]["torch.mm"] = _best_rate(lambda: torch.mm(a, b), flops, repeats, deadline)
+    an, bn = a.numpy(), b.numpy()
+    out["fp32"]["numpy.matmul"] = _best_rate(lambda: an @ bn, flops, repeats, deadline)
+    if not bf16[0]:
+        out["bf16"]["torch.mm(bfloat16)"] = {"unavailable": bf16[1]}
+    elif deadline.expired:
+        out["bf16"]["torch.mm(bfloat16)"] = {"unavailable": "skipped: the section's time budget was spent"}
+    else:
+        say("machine peaks: BF16 matmul")
+        ab, bb = a.bfloat16(), b.bfloat16()
+        out["bf16"]["torch.mm(bfloat16)"] = _best_rate(lambda: torch.mm(ab, bb), flops, repeats, deadline)
+    say("machine peaks: INT8 matmul")
+    ai = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    bi = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    for name, make in (("torch._int_mm", lambda: (lambda: torch._int_mm(ai, bi))),
+                       ("onnxruntime MatMulInteger", lambda: _ort_matmul_integer(n))):
+        if deadline.expired:
+            out["int8"][name] = {"unavailable": "skipped: the section's time budget was spent"}
+            continue
+        try:
+            out["int8"][name] = _best_rate(make(), flops, repeats, deadline)
+        except Exception as exc:  # noqa: BLE001
+            out["int8"][name] = {"unavailable": error_text(exc)}
+    for kind in ("fp32", "bf16", "int8"):
+        rates = [v["best_gflops"] for v in out[kind].values() if "best_gflops" in v]
+        out[f"{kind}_peak_gflops"] = max(rates) if rates else None
+    say("machine peaks: memory bandwidth")
+    src = np.ones(64 * 2**20, np.float32)  # 256 MB
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t0)
+    out["memory_bandwidth_gbs"] = 2 * src.nbytes / min(times) / 1e9
+    out["memory_bandwidth_method"] = "numpy copy of 256 MB (read + write), one thread, best of 5"
+    return out
+
+
+def roofline(cost: dict[str, Any], peaks: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
+    """Achieved FLOP/s of each backend (counted FP32-model FLOPs / p50) against the ceilings."""
+    points = {}
+    for name, entry in latency.items():
+        if not entry.get("p50_ms"):
+            continue
+        kind = entry["precision"] if entry["precision"] in ("int8", "bf16") else "fp32"
+        achieved = cost["flops_per_clip"] / (entry["p50_ms"] / 1e3) / 1e9
+        peak = peaks.get(f"{kind}_peak_gflops")
+        points[name] = {"gflops": achieved, "compute_class": kind,
+                        "arithmetic_intensity": cost["arithmetic_intensity"][kind],
+                        "fraction_of_peak": achieved / peak if peak else None}
+    return {"points": points, "ceilings_gflops": {k: peaks.get(f"{k}_peak_gflops") for k in ("fp32", "bf16", "int8")},
+            "memory_bandwidth_gbs": peaks.get("memory_bandwidth_gbs")}
+
+
+def section(ctx) -> dict[str, Any]:
+    from ..machine import native_bf16
+    cost = backbone_cost(ctx.model.backbone.eval(), ctx.spec)
+    peaks = machine_peaks(ctx.config.peak_size, repeats=3 if ctx.config.quick else 8, bf16=native_bf16(),
+                          deadline=ctx.deadline, say=ctx.say)
+    latency = ctx.results.get("backbone_latency")
+    return {"cost": cost, "peaks": peaks, **(roofline(cost, peaks, latency) if latency else {})}

@@ -42,6 +42,8 @@ def test_opencv_blob_equals_numpy_arithmetic(spec):
     expected = (crop[..., ::-1].transpose(2, 0, 1) / 255.0 - np.reshape(spec.mean, (3, 1, 1))) \
         / np.reshape(spec.std, (3, 1, 1))
     np.testing.assert_allclose(a, expected, atol=1e-5, rtol=0)
+    mirrored = crop[:, ::-1]  # a strided view, as a flip augmentation would pass it
+    np.testing.assert_allclose(prep.to_tensor(mirrored), fallback.to_tensor(mirrored), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("hw", [(480, 640), (640, 480), (1080, 1920), (96, 128), (36, 72), (30, 40)])

@@ -19,10 +19,10 @@ centre crop ``spec.size`` x ``spec.size``), computed crop-first:
 
 Output ``float32 [3, size, size]``; a clip stacks T of them along axis 1: ``[3, T, size, size]``.
 
-Why crop-first and why these filters: resizing the whole frame with one ``INTER_AREA`` at a
-non-integer ratio was 67-79 % of the end-to-end wall time (issue 14); 1-3 cost a small fraction
-of that and differ from it by about half a source pixel of crop position (the old crop was not
-exactly centred) and the filter kernels; docs/PREPROCESSING.md has the measurements.  The
+Why crop-first and why these filters: preprocessing, mostly one ``INTER_AREA`` resize of the
+whole frame at a non-integer ratio, was 67-79 % of the end-to-end wall time (issue 14); 1-3
+cost a small fraction of that and differ from it by the old crop's offset from the centre (up
+to half an output pixel) and the filter kernels; docs/PREPROCESSING.md has the measurements.  The
 normalisation stays outside the backbone graph: in one OpenCV call it is too cheap for a change
 of every engine's input contract to pay (measured there too).
 """
@@ -68,7 +68,7 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
 _HAS_BLOB = hasattr(getattr(cv2, "dnn", None), "blobFromImageWithParams")
 
 
-class _CropPlan(NamedTuple):
+class CropPlan(NamedTuple):
     """How one source frame size is cropped and downscaled (see the module docstring)."""
 
     top: int
@@ -78,7 +78,7 @@ class _CropPlan(NamedTuple):
     last: int | None  # interpolation of the final step to ``size``; None when already there
 
 
-def crop_plan(height: int, width: int, size: int, resize_short: int) -> _CropPlan:
+def crop_plan(height: int, width: int, size: int, resize_short: int) -> CropPlan:
     """The source-coordinate crop and resize steps for a ``height`` x ``width`` frame."""
     short = min(height, width)
     exact = short * size / resize_short
@@ -100,7 +100,7 @@ def crop_plan(height: int, width: int, size: int, resize_short: int) -> _CropPla
         last = cv2.INTER_LINEAR
     else:
         last = cv2.INTER_AREA
-    return _CropPlan((height - side) // 2, (width - side) // 2, side, halvings, last)
+    return CropPlan((height - side) // 2, (width - side) // 2, side, halvings, last)
 
 
 class Preprocessor:
@@ -122,7 +122,7 @@ class Preprocessor:
             params.swapRB = True
             params.ddepth = cv2.CV_32F
             self._blob = params
-        self._plans: dict[tuple[int, int], _CropPlan] = {}
+        self._plans: dict[tuple[int, int], CropPlan] = {}
 
     def resize_crop(self, frame: np.ndarray) -> np.ndarray:
         """Centre-crop and downscale (module docstring, steps 1-2); ``size x size x 3`` uint8 BGR."""
@@ -130,6 +130,8 @@ class Preprocessor:
         h, w = bgr.shape[:2]
         plan = self._plans.get((h, w))
         if plan is None:
+            if len(self._plans) >= 16:  # a source whose size keeps changing: stay bounded
+                self._plans.clear()
             plan = self._plans[(h, w)] = crop_plan(h, w, self.spec.size, self.spec.resize_short)
         out = bgr[plan.top:plan.top + plan.side, plan.left:plan.left + plan.side]
         side = plan.side

@@ -75,8 +75,10 @@ class MqttEvents(Sink):
         self.shown = f"mqtt://{host}:{port}/{topic}"
         self.drain_timeout = float(drain_timeout)
         self.sent = self.dropped = 0
+        self._closed = False
         self.connected = threading.Event()
-        self._pending: list = []
+        self._unacked: set[int] = set()   # message ids the broker has not acknowledged yet
+        self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if username is not None:
             self._client.username_pw_set(username, password)
@@ -84,6 +86,7 @@ class MqttEvents(Sink):
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
         # connect_async + loop_start: a broker that is down at start is retried by paho's thread,
         # and the run goes on meanwhile (events queue up to max_queued).
         self._client.connect_async(host, self.port, keepalive=30)
@@ -96,22 +99,37 @@ class MqttEvents(Sink):
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
 
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self._unacked.discard(mid)
+
     def start(self, run) -> None:
         run.say(f"events: segments to {self.shown}")
 
     def segment(self, event: "SegmentEvent") -> None:
-        info = self._client.publish(self.topic, json.dumps(event.to_dict()), qos=1)
-        if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
-            self.dropped += 1
-        else:
-            self.sent += 1
-            self._pending.append(info)
-            self._pending = [m for m in self._pending if not m.is_published()]
+        """Queue one record.  Not connected (rc NO_CONN) still queues it: paho sends QoS 1
+        messages once it (re)connects; only a full queue drops it."""
+        with self._lock:
+            info = self._client.publish(self.topic, json.dumps(event.to_dict()), qos=1)
+            if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
+                self.dropped += 1
+            else:
+                self.sent += 1
+                self._unacked.add(info.mid)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Records queued or sent that the broker has not acknowledged."""
+        with self._lock:
+            return len(self._unacked)
 
     def close(self, ok: bool) -> None:
+        """Wait up to ``drain_timeout`` for the broker to acknowledge every record, then disconnect."""
+        if self._closed:
+            return
+        self._closed = True
         deadline = time.monotonic() + self.drain_timeout
-        while self._pending and time.monotonic() < deadline:
-            self._pending = [m for m in self._pending if not m.is_published()]
+        while self.unacknowledged and time.monotonic() < deadline:
             time.sleep(0.02)
         self._client.disconnect()
         self._client.loop_stop()
@@ -130,8 +148,9 @@ def open_events(target: str) -> Sink:
             raise InputError(f"--events {redact(target)} has an invalid port",
                              hint="use mqtt://HOST[:PORT]/TOPIC") from None
         topic = urllib.parse.unquote(url.path.lstrip("/")) or DEFAULT_TOPIC
-        if any(c in topic for c in "+#"):
-            raise InputError(f"--events topic {topic!r} has a wildcard (+ or #); publishing needs a plain topic")
+        if "+" in topic or url.fragment or target.endswith("#"):  # '#' starts a URL fragment
+            raise InputError(f"--events {redact(target)}: the topic has a wildcard (+ or #)",
+                             hint="publishing needs a plain topic, e.g. mqtt://HOST/gcf-trt/events")
         return MqttEvents(url.hostname, port, topic,
                           username=urllib.parse.unquote(url.username) if url.username else None,
                           password=urllib.parse.unquote(url.password) if url.password else None)

@@ -379,6 +379,7 @@ class LiveRun:
                         sys.stdout = open(os.devnull, "w")
                     except OSError:
                         pass
+            self._flush_segments()
             ok = True
         finally:
             for src in opened:
@@ -395,6 +396,15 @@ class LiveRun:
             if failure is not None and ok:
                 raise failure
         return 0
+
+    def _flush_segments(self) -> None:
+        """The streams' end closes their open segments: they go to the sinks like the others."""
+        for run in self._runs:
+            for seg in run.tracker.flush():
+                event = run.segment_event(seg)
+                run.segments.append(event)
+                for sink in self.sinks:
+                    sink.segment(event)
 
     def _classifier(self, multi: bool) -> Any:
         c = self.config
@@ -438,7 +448,7 @@ class LiveRun:
         elapsed = time.monotonic() - self.started
         stopped = f", stopped by {self.guard.signal_name}" if self.guard.signal_name else ""
         for run in self._runs:
-            run.tracker.flush()  # the stream's end closes the open segment
+            run.tracker.flush()  # after an error: the open segment still ends the report
         if not multi:
             run, state = self._runs[0], classifier.state
             if run.tracker.segments:

@@ -44,7 +44,7 @@ def int8_build(tiny_checkpoint, calib_dir, tmp_path_factory):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["build", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--target", "auto",
-                   "--precision", "int8", "--calib", str(calib_dir), "--min-agreement", "0.5",
+                   "--precision", "int8", "--calib", str(calib_dir), "--min-agreement", "0.5", "--gate-predictions", "4",
                    "--trial-iterations", "2", "--threads", "1"])
     assert rc == 0, buf.getvalue()
     return _Built(out, buf.getvalue())
@@ -55,8 +55,16 @@ def test_int8_build_files_and_qdq(int8_build):
     bb = m["components"]["backbone"]
     assert bb["file"] == "backbone_int8.onnx" and bb["precision"] == "int8"
     assert m["components"]["head"]["precision"] == "fp32"
-    assert sorted(p.name for p in out.iterdir()) == ["backbone.onnx", "backbone_int8.onnx", "head.onnx",
-                                                     "manifest.json"]
+    # the TensorRT Q/DQ file comes with every INT8 build, so --target trt --from works on it
+    assert sorted(p.name for p in out.iterdir()) == ["backbone.onnx", "backbone_int8.onnx", "backbone_int8_trt.onnx",
+                                                     "head.npz", "head.onnx", "manifest.json"]
+    assert m["sources"] == {"backbone": "backbone.onnx", "head": "head.onnx",
+                            "backbone_int8_tensorrt": "backbone_int8_trt.onnx"}
+    trt_qdq = onnx.load(str(out / "backbone_int8_trt.onnx"))
+    assert P.tensorrt_qdq_problems(trt_qdq) == []
+    int32 = {i.name for i in trt_qdq.graph.initializer if i.data_type == onnx.TensorProto.INT32}
+    assert not int32.intersection(n.input[0] for n in trt_qdq.graph.node if n.op_type == "DequantizeLinear")
+    assert m["calibration"]["quantization_tensorrt"]["tensorrt_qdq_problems"] == []
     model = onnx.load(str(out / "backbone_int8.onnx"))
     ops = P.qdq_op_counts(model)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
@@ -142,7 +150,7 @@ def test_explicit_fp32_runtime_runs_no_trial(tiny_engines):
     assert "median_ms" not in sel["candidates"][0]
     assert m["components"]["backbone"]["runtime"] == "onnxruntime"
     assert m["calibration"] is None and m["agreement"] is None
-    assert sorted(m["files"]) == ["backbone.onnx", "head.onnx"]
+    assert sorted(m["files"]) == ["backbone.onnx", "head.npz", "head.onnx"]
 
 
 def test_failed_agreement_gate_exits_1_and_keeps_output(tiny_checkpoint, calib_dir, tmp_path, capsys):
@@ -264,29 +272,34 @@ def test_cli_summary(int8_build):
 
 
 def test_trt_target_delegates_to_trt_build(monkeypatch, tmp_path):
-    """--target auto with TensorRT usable -> trt_build.build_trt_engines, with the shared options."""
+    """--target auto with TensorRT usable -> trt_build.build_trt_engines, with the typed options."""
     import gcf_trt.runtime.backends as backends
-    trt_build = pytest.importorskip("gcf_trt.compile.trt_build")
+    from gcf_trt.compile import trt_build
     from gcf_trt.compile.build import build_engines
+    from gcf_trt.compile.options import CalibrationOptions, CpuOptions, GateOptions, TensorRTOptions
+    from gcf_trt.errors import InputError
     calls = {}
 
-    def fake(checkpoint, out, *, precision="fp16", calib=None, progress=None, workspace_mb=1024,
-             min_agreement=0.99, calib_clips=64, seed=0):
-        calls.update(checkpoint=checkpoint, out=out, precision=precision, calib=calib,
-                     workspace_mb=workspace_mb, min_agreement=min_agreement, calib_clips=calib_clips, seed=seed)
+    def fake(checkpoint, out, **kw):
+        calls.update(checkpoint=checkpoint, out=out, **kw)
         return "built"
     monkeypatch.setattr(trt_build, "build_trt_engines", fake)
     monkeypatch.setattr(backends, "available_runtimes",
                         lambda: {"onnxruntime": None, "openvino": None, "tensorrt": None})
+    calibration, gate = CalibrationOptions(clips=16, method="percentile"), GateOptions(min_agreement=0.9)
+    tensorrt = TensorRTOptions(workspace_mb=512)
     result = build_engines("m.pt", tmp_path / "o", target="auto", precision="int8", calib="videos",
-                           min_agreement=0.9, calib_clips=16, workspace_mb=512)
+                           calibration=calibration, gate=gate, cpu=CpuOptions(threads=1), tensorrt=tensorrt)
     assert result == "built"
-    assert calls == dict(checkpoint="m.pt", out=tmp_path / "o", precision="int8", calib="videos",
-                         workspace_mb=512, min_agreement=0.9, calib_clips=16, seed=0)
-    # --target cpu refuses TensorRT-only options instead of ignoring a typo.
-    from gcf_trt.errors import InputError
-    with pytest.raises(InputError, match="workspace_mb"):
-        build_engines("m.pt", tmp_path / "o", target="cpu", workspace_mb=512)
+    assert calls == dict(checkpoint="m.pt", out=tmp_path / "o", precision="int8", calib="videos", from_dir=None,
+                         calibration=calibration, gate=gate, tensorrt=tensorrt, progress=None)
+    # --target cpu refuses TensorRT options, --target trt CPU ones, instead of ignoring them.
+    with pytest.raises(InputError, match="TensorRT options were given for --target cpu"):
+        build_engines("m.pt", tmp_path / "o", target="cpu", tensorrt=tensorrt)
+    with pytest.raises(InputError, match="--runtime"):
+        build_engines("m.pt", tmp_path / "o", target="trt", runtime="openvino")
+    with pytest.raises(InputError, match="exactly one of --checkpoint and --from"):
+        build_engines("m.pt", tmp_path / "o", target="trt", from_dir=tmp_path)
 
 
 def test_impossible_cpu_requests_fail_before_export(tiny_checkpoint, calib_dir, tmp_path, capsys):

@@ -141,7 +141,7 @@ def test_kill_9_during_build_leaves_the_old_dir_and_the_next_build_succeeds(tiny
     build_engines(tiny_checkpoint, out, target="cpu", precision="fp32", runtime="onnxruntime")
     assert not any(p.exists() for p in stale)  # ... is removed by the next build
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engines"]
-    assert sorted(p.name for p in out.iterdir()) == ["backbone.onnx", "head.onnx", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["backbone.onnx", "head.npz", "head.onnx", "manifest.json"]
     with load_engines(out) as eng:  # every hash checked
         assert eng.model_hash == json.loads((tiny_engines / "manifest.json").read_text())["model_hash"]
 

@@ -181,12 +181,16 @@ def test_parity_check_is_sensitive(calibrated_model, long_frames, long_reference
     assert np.abs(moved[0].numpy() - logits).max() > 100 * ATOL
 
 
+@pytest.mark.parametrize("head", ["auto", "engine"])
 @pytest.mark.parametrize("runtime", cpu_runtimes())
-def test_streaming_equals_offline_pytorch(runtime, calibrated_engines, long_video, long_frames, long_reference):
-    """Every prediction, from the first (ring filling) through many ring wraps, equals PyTorch."""
+def test_streaming_equals_offline_pytorch(runtime, head, calibrated_engines, long_video, long_frames, long_reference):
+    """Every prediction, from the first (ring filling) through many ring wraps, equals PyTorch,
+    with the numpy head (``auto`` on a CPU runtime) and with the head engine (head.onnx)."""
     assert len(long_frames) == NUM_FRAMES
     assert len(long_reference) > 3 * TINY_SPEC["ring_size"]
-    with StreamingClassifier(calibrated_engines, runtime=runtime, options=runtime_options(runtime)) as clf:
+    with StreamingClassifier(calibrated_engines, runtime=runtime, options=runtime_options(runtime),
+                             head=head) as clf:
+        assert clf.engines.head.runtime == ("numpy" if head == "auto" else runtime)
         predictions = list(clf.run(str(long_video)))
         state = clf.state
     assert_matches(predictions, long_reference)

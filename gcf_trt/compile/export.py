@@ -25,14 +25,15 @@ import onnx
 import torch
 from torch import nn
 
+from ..runtime.head import HEAD_WEIGHTS_FILE, save_head_weights
+from ..spec import BACKBONE_INPUT, BACKBONE_INPUTS, BACKBONE_OUTPUTS, HEAD_INPUTS, HEAD_OUTPUTS
 from .model import GCFNet
 
 # The dynamo exporter writes opset 18; we convert to 17 with ONNX's version converter so that
 # TensorRT 8.6 (JetPack 5 / 6.0), whose parser reads opset <= 17, takes the same files as 10/11.
 EXPORT_OPSET = 18
 OPSET = 17
-BACKBONE_INPUTS, BACKBONE_OUTPUTS = ("clip",), ("descriptor",)
-HEAD_INPUTS, HEAD_OUTPUTS = ("descriptors", "mask"), ("logits", "gates")
+# The tensor names are the contract in gcf_trt.spec (torch-free, shared with every runtime).
 
 # Operators TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.6-11),
 # restricted to those an exported GCF-Net may plausibly contain.  tests/test_export.py checks
@@ -115,7 +116,7 @@ def export_backbone(model: GCFNet, path: str | os.PathLike) -> Path:
     example = torch.randn(2, *spec.clip_shape)
     batch = torch.export.Dim("batch", min=1, max=256)
     _export(model.backbone.eval(), (example,), path, BACKBONE_INPUTS, BACKBONE_OUTPUTS,
-            {"clip": {0: batch}})
+            {BACKBONE_INPUT: {0: batch}})
     return path
 
 
@@ -127,7 +128,10 @@ def export_head(model: GCFNet, path: str | os.PathLike) -> Path:
     mask = torch.ones(2, spec.ring_size)
     batch = torch.export.Dim("batch", min=1, max=256)
     _export(_Head(model).eval(), (desc, mask), path, HEAD_INPUTS, HEAD_OUTPUTS,
-            {"descriptors": {0: batch}, "mask": {0: batch}})
+            {HEAD_INPUTS[0]: {0: batch}, HEAD_INPUTS[1]: {0: batch}})
+    # The same weights for the CPU runtime's numpy head (gcf_trt/runtime/head.py), beside the graph.
+    save_head_weights(path.with_name(HEAD_WEIGHTS_FILE),
+                      {k: v.detach().cpu().numpy() for k, v in model.head.state_dict().items()}, spec)
     return path
 
 
@@ -166,8 +170,8 @@ def check_parity(model: GCFNet, backbone_path: str | os.PathLike, head_path: str
     opts.log_severity_level = 3
     bb = ort.InferenceSession(str(backbone_path), opts, providers=["CPUExecutionProvider"])
     hd = ort.InferenceSession(str(head_path), opts, providers=["CPUExecutionProvider"])
-    (out_desc,) = bb.run(None, {"clip": clip.numpy()})
-    out_logits, out_gates = hd.run(None, {"descriptors": desc.numpy(), "mask": mask.numpy()})
+    (out_desc,) = bb.run(None, {BACKBONE_INPUT: clip.numpy()})
+    out_logits, out_gates = hd.run(None, {HEAD_INPUTS[0]: desc.numpy(), HEAD_INPUTS[1]: mask.numpy()})
     return {
         "descriptor": float(np.abs(out_desc - ref_desc).max()),
         "logits": float(np.abs(out_logits - ref_logits).max()),

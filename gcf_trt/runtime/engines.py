@@ -11,6 +11,7 @@ from ..errors import EngineError, InputError
 from ..manifest import COMPONENTS, Manifest, read_manifest, verify_files
 from ..spec import BACKBONE_INPUT, HEAD_INPUTS, ModelSpec, io_shapes
 from .backends import Backend, open_backend
+from .head import HEAD_WEIGHTS_FILE, NumpyHead
 
 _REBUILD_FROM_CKPT = "rebuild the engines from this checkpoint: gcf-trt build --checkpoint CKPT --out DIR"
 
@@ -47,9 +48,13 @@ class Engines:
         self.close()
 
 
+HEAD_MODES = ("auto", "numpy", "engine")
+_CPU_RUNTIMES = ("onnxruntime", "openvino")
+
+
 def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
                  options: dict[str, Any] | None = None, expect_model_hash: str | None = None,
-                 verify: bool = True) -> Engines:
+                 verify: bool = True, head: str = "auto") -> Engines:
     """Load both components of an engines directory.
 
     Args:
@@ -59,7 +64,15 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
         options: backend options overriding the manifest's (e.g. ``{"threads": 1}``).
         expect_model_hash: refuse engines built from another model.
         verify: check every component file against its sha256 in the manifest.
+        head: ``"auto"`` (default): on a CPU runtime, run the head in numpy
+            (:class:`~gcf_trt.runtime.head.NumpyHead`) from the ``head.npz`` the build ships
+            beside ``head.onnx`` - it costs a fraction of an engine call (docs/STREAMING.md) - and
+            the manifest's head engine otherwise (TensorRT, or a build without ``head.npz``);
+            ``"numpy"``: require the numpy head; ``"engine"``: the manifest's head engine.
     """
+    if head not in HEAD_MODES:
+        raise InputError(f"head must be one of {', '.join(HEAD_MODES)}, got {head!r}",
+                         hint="auto runs the numpy head where the build shipped head.npz")
     start = time.perf_counter()
     engines_dir = Path(engines_dir)
     manifest = read_manifest(engines_dir)
@@ -72,6 +85,12 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
         for name in COMPONENTS:
             t0 = time.perf_counter()
             comp = manifest.component(name)
+            if name == "head" and (numpy_file := _numpy_head_file(manifest, runtime, head)):
+                if verify:
+                    verify_files(engines_dir, manifest, [numpy_file])
+                backends[name] = NumpyHead(engines_dir / numpy_file, manifest.spec)
+                load_s[name] = time.perf_counter() - t0
+                continue
             if verify:
                 verify_files(engines_dir, manifest, [comp["file"]])
             chosen = runtime or comp["runtime"]
@@ -96,9 +115,26 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
     return engines
 
 
+def _numpy_head_file(manifest: Manifest, runtime: str | None, head: str) -> str | None:
+    """The head weights file to run in numpy, or None for the manifest's head engine."""
+    comp = manifest.component("head")
+    if comp["runtime"] == NumpyHead.runtime:
+        return comp["file"]
+    if head == "engine":
+        return None
+    shipped = HEAD_WEIGHTS_FILE in manifest.files
+    if head == "numpy":
+        if not shipped:
+            raise EngineError(f"these engines ship no {HEAD_WEIGHTS_FILE} for the numpy head",
+                              hint="rebuild them with this gcf-trt, or use head='engine'")
+        return HEAD_WEIGHTS_FILE
+    on_cpu = (runtime or comp["runtime"]) in _CPU_RUNTIMES
+    return HEAD_WEIGHTS_FILE if shipped and on_cpu else None
+
+
 def borrow_or_load(engines: str | os.PathLike | Engines, *, runtime: str | None = None,
-                   options: dict[str, Any] | None = None,
-                   expect_model_hash: str | None = None) -> tuple[Engines, bool]:
+                   options: dict[str, Any] | None = None, expect_model_hash: str | None = None,
+                   head: str = "auto") -> tuple[Engines, bool]:
     """``(engines, owned)``: load a directory (owned: the caller closes it) or check loaded
     :class:`Engines` (borrowed: the caller must not close them).
 
@@ -106,16 +142,17 @@ def borrow_or_load(engines: str | os.PathLike | Engines, *, runtime: str | None 
     :class:`~gcf_trt.runtime.multistream.MultiStreamClassifier`.
     """
     if isinstance(engines, Engines):
-        if runtime is not None or options is not None:
-            raise InputError("runtime/options apply when loading an engines directory, not to already "
+        if runtime is not None or options is not None or head != "auto":
+            raise InputError("runtime/options/head apply when loading an engines directory, not to already "
                              "loaded Engines", hint="pass the directory instead, or load_engines(dir, "
-                                                    "runtime=..., options=...) yourself")
+                                                    "runtime=..., options=..., head=...) yourself")
         if expect_model_hash and engines.model_hash != expect_model_hash:
             raise EngineError(f"engines {engines.path} are for model {engines.model_hash}, "
                               f"not {expect_model_hash}", hint=_REBUILD_FROM_CKPT)
         check_contract(engines)
         return engines, False
-    return load_engines(engines, runtime=runtime, options=options, expect_model_hash=expect_model_hash), True
+    return load_engines(engines, runtime=runtime, options=options, expect_model_hash=expect_model_hash,
+                        head=head), True
 
 
 def check_contract(engines: Engines) -> None:

@@ -156,7 +156,7 @@ class MultiStreamClassifier:
             once) or ``"auto"`` (measure both at start, keep the faster; see :attr:`dispatch_trial`).
             Loading a directory whose backbone runs on OpenVINO with ``auto``/``concurrent``
             compiles it with the THROUGHPUT hint (several streams) unless ``options`` set a hint.
-        runtime, options, expect_model_hash: as for :func:`load_engines` (directory only).
+        runtime, options, expect_model_hash, head: as for :func:`load_engines` (directory only).
         top_k, history_size, reset_ring_on_gap: per stream, as for :class:`StreamingClassifier`.
         clock: monotonic seconds (injectable for tests).
     """
@@ -164,7 +164,7 @@ class MultiStreamClassifier:
     def __init__(self, engines: str | os.PathLike | Engines, *, max_batch: int = 8, flush_timeout_ms: float = 50.0,
                  batch_sizes: Sequence[int] | None = None, dispatch: str = "auto", runtime: str | None = None,
                  options: dict[str, Any] | None = None, expect_model_hash: str | None = None, top_k: int = 5,
-                 history_size: int = 256, reset_ring_on_gap: bool = False,
+                 history_size: int = 256, reset_ring_on_gap: bool = False, head: str = "auto",
                  clock: Callable[[], float] = time.perf_counter):
         if int(max_batch) < 1:
             raise InputError(f"max_batch must be >= 1, got {max_batch}", hint="use max_batch >= 1")
@@ -179,7 +179,7 @@ class MultiStreamClassifier:
         if not isinstance(engines, Engines) and dispatch != "batch":
             options = _throughput_options(engines, runtime, options)
         self.engines, self._owns_engines = borrow_or_load(engines, runtime=runtime, options=options,
-                                                          expect_model_hash=expect_model_hash)
+                                                          expect_model_hash=expect_model_hash, head=head)
         try:
             self._configure(int(max_batch), batch_sizes, dispatch, float(flush_timeout_ms))
         except BaseException:

@@ -115,6 +115,8 @@ class StreamingClassifier:
             segmentation / temporal localisation built on top).
         reset_ring_on_gap: on a source gap, also empty the ring (default: keep the older clips;
             the partial clip is always discarded so no clip spans a discontinuity).
+        head: for a directory: ``"auto"`` (the numpy head where the build shipped it, on CPU
+            runtimes), ``"numpy"`` or ``"engine"`` (see :func:`~gcf_trt.runtime.engines.load_engines`).
 
     The stream's state is :attr:`core` (a :class:`~gcf_trt.runtime.core.StreamCore`);
     ``state``, ``ring``, ``assembler``, ``history`` and ``listeners`` are the core's.
@@ -123,11 +125,11 @@ class StreamingClassifier:
 
     def __init__(self, engines: str | os.PathLike | Engines, runtime: str | None = None, top_k: int = 5,
                  *, options: dict[str, Any] | None = None, expect_model_hash: str | None = None,
-                 history_size: int = 256, reset_ring_on_gap: bool = False):
+                 history_size: int = 256, reset_ring_on_gap: bool = False, head: str = "auto"):
         if int(top_k) < 1:
             raise InputError(f"top_k must be >= 1, got {top_k}", hint="ask for at least one class")
         self.engines, self._owns_engines = borrow_or_load(engines, runtime=runtime, options=options,
-                                                          expect_model_hash=expect_model_hash)
+                                                          expect_model_hash=expect_model_hash, head=head)
         self.spec: ModelSpec = self.engines.spec
         self.core = StreamCore(self.spec, top_k=top_k, history_size=history_size,
                                reset_ring_on_gap=reset_ring_on_gap)

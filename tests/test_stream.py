@@ -342,7 +342,8 @@ def test_int8_engines_stream_close_to_fp32(calibrated_checkpoint, calibrated_eng
             writer.write(frame)
         writer.release()
     build_engines(calibrated_checkpoint, tmp_path / "int8", target="cpu", precision="int8", runtime="onnxruntime",
-                  calib=calib, calibration=CalibrationOptions(clips=16), gate=GateOptions(min_agreement=0.0))
+                  calib=calib, calibration=CalibrationOptions(clips=16, gate_predictions=4),
+                  gate=GateOptions(min_agreement=0.0))
 
     def stream(engines_dir):
         with StreamingClassifier(engines_dir) as clf:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gcf_trt.errors import BackendUnavailable
-from gcf_trt.runtime.backends import available_runtimes, open_backend
+from gcf_trt.runtime.backends import available_runtimes, open_backend, runtime_status
 
 ov = pytest.importorskip("openvino")
 from gcf_trt.runtime.backends.openvino import OpenVinoBackend, supports_bf16  # noqa: E402
@@ -97,12 +97,39 @@ def test_bad_options_and_files(tiny_engines, tmp_path):
         OpenVinoBackend(tmp_path / "missing.onnx")
 
 
-def test_cache_dir_is_filled(tiny_engines, tmp_path):
-    cache = tmp_path / "ovcache"
-    OpenVinoBackend(tiny_engines / "head.onnx", cache_dir=str(cache))
-    assert cache.is_dir() and any(cache.iterdir())
-    again = OpenVinoBackend(tiny_engines / "head.onnx", cache_dir=str(cache))
-    assert again.precision == "fp32"
+def test_compiled_models_are_cached_by_default_keyed_by_file_hash(tiny_engines, tmp_path, monkeypatch):
+    """First start compiles and stores, the next loads from the cache (OpenVINO's own
+    LOADED_FROM_CACHE says so); the cache is per user (env override) and per file sha256, so a
+    changed file never meets an old blob; "" turns it off."""
+    import shutil
+    from gcf_trt.runtime.backends.openvino import _file_sha256, default_cache_dir
+    monkeypatch.setenv("GCF_TRT_CACHE_DIR", str(tmp_path / "user-cache"))
+    assert default_cache_dir() == tmp_path / "user-cache" / "openvino"
+    head = tmp_path / "head.onnx"
+    shutil.copy(tiny_engines / "head.onnx", head)
+    first = OpenVinoBackend(head)
+    assert first.cache["hit"] is False and first.properties["loaded_from_cache"] is False
+    key = _file_sha256(head)[:20]
+    assert first.cache["dir"] == str(default_cache_dir() / key) and any((default_cache_dir() / key).iterdir())
+    warm = OpenVinoBackend(head)
+    assert warm.cache["hit"] is True
+    _, n, d = warm.input_shapes["descriptors"]
+    feeds = {"descriptors": np.linspace(-1, 1, n * d, dtype=np.float32).reshape(1, n, d),
+             "mask": np.ones((1, n), np.float32)}
+    np.testing.assert_array_equal(warm.infer(feeds)["logits"], first.infer(feeds)["logits"])
+    shutil.copy(tiny_engines / "backbone.onnx", head)  # same path, other content: a miss
+    assert OpenVinoBackend(head).cache["hit"] is False
+    off = OpenVinoBackend(head, cache_dir="")
+    assert off.cache == {"dir": None, "hit": None}
+    explicit = OpenVinoBackend(head, cache_dir=str(tmp_path / "mine"), file_sha256="ab" * 32)
+    assert explicit.cache["dir"] == str(tmp_path / "mine" / ("ab" * 10)) and explicit.cache["hit"] is False
+
+
+def test_unwritable_cache_only_costs_the_compile(tiny_engines, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    b = OpenVinoBackend(tiny_engines / "head.onnx", cache_dir=str(blocker / "sub"))
+    assert b.cache == {"dir": None, "hit": None} and b.precision == "fp32"
 
 
 def test_load_engines_on_openvino(tiny_engines, tiny_model):
@@ -121,4 +148,6 @@ def test_unavailable_when_openvino_cannot_be_imported(monkeypatch):
     with pytest.raises(BackendUnavailable, match="OpenVINO") as exc:
         OpenVinoBackend.check_available()
     assert "openvino" in exc.value.hint
-    assert available_runtimes()["openvino"] is not None
+    status = runtime_status()["openvino"]
+    assert status.available is False and "OpenVINO" in status.reason
+    assert available_runtimes()["openvino"] == status.reason  # the legacy view says the same

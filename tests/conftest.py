@@ -101,3 +101,14 @@ def tiny_engines(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture
 def video_file(tmp_path) -> Path:
     return write_video(tmp_path / "clip.mp4", num_frames=24)
+
+
+@pytest.fixture(scope="session")
+def demo_engines_fp32(tmp_path_factory) -> Path:
+    """FP32 ONNX Runtime engines of the bundled, trained demo model (its gates find actions)."""
+    pytest.importorskip("torch")
+    from importlib.resources import files
+    from gcf_trt.compile.build import build_engines
+    out = tmp_path_factory.mktemp("demo") / "engines"
+    build_engines(str(files("gcf_trt") / "assets" / "demo.pt"), out, precision="fp32", runtime="onnxruntime")
+    return out

@@ -17,14 +17,8 @@ pytest.importorskip("paho.mqtt.client")
 
 
 @pytest.fixture(scope="module")
-def demo_engines(tmp_path_factory):
-    """FP32 engines of the bundled, trained demo model (its gates find the action)."""
-    pytest.importorskip("torch")
-    from importlib.resources import files
-    from gcf_trt.compile.build import build_engines
-    out = tmp_path_factory.mktemp("demo") / "engines"
-    build_engines(str(files("gcf_trt") / "assets" / "demo.pt"), out, precision="fp32", runtime="onnxruntime")
-    return out
+def demo_engines(demo_engines_fp32):
+    return demo_engines_fp32
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 from ..errors import InputError, VideoError
 from ..segments import Segment, SegmentTracker
 from .sinks import JsonLinesSink, ShowSink, Sink, StopRequested, VideoSink
-from .sources import Backoff, Source, SourceFrame, SourceGap, open_source, redact
+from .sources import Backoff, Source, SourceFrame, SourceGap, open_source, parse_uri, redact
 
 
 def _say_stderr(message: str) -> None:
@@ -291,9 +291,17 @@ class LiveRun:
         c = self.config
         backoff = Backoff(maximum=c.reconnect_max_delay, max_attempts=c.reconnect_attempts or None)
         opened: list[Source] = []
+
+        def is_rtsp(uri: Any) -> bool:
+            return isinstance(uri, str) and uri.lower().startswith(("rtsp://", "rtsps://"))
+        any_rtsp = any(is_rtsp(uri) for uri in c.sources)
         try:
             for uri in c.sources:
-                opened.append(open_source(uri, loop=c.loop, fps=c.fps, reconnect=backoff, transport=c.transport))
+                # --transport is for the rtsp:// sources among several (alone, a non-RTSP source is told).
+                transport = c.transport if is_rtsp(uri) or not any_rtsp else None
+                # --loop applies to the files among several sources; live ones never end anyway.
+                loop = c.loop and not (isinstance(uri, (str, int, os.PathLike)) and parse_uri(uri).live)
+                opened.append(open_source(uri, loop=loop, fps=c.fps, reconnect=backoff, transport=transport))
         except BaseException:
             for src in opened:
                 src.close()

@@ -268,23 +268,18 @@ def test_bf16_openvino_backbone_keeps_its_precision_on_tritons_openvino_backend(
     assert ov_cfg.backend == "openvino" and ov_cfg.parameters["HINT_BF16"].string_value == "YES"
 
 
-def test_export_of_a_real_tensorrt_build_manifest(monkeypatch, tiny_checkpoint, tiny_engines, tmp_path):
+def test_export_of_a_real_tensorrt_build_manifest(monkeypatch, tiny_engines, tmp_path):
     """The manifest gcf_trt.compile.trt_build writes (built against the project's recording
     TensorRT stand-in, tests/trt_standin.py: the plan files are the stand-in's, not engines)."""
-    pytest.importorskip("torch")
     sys.path.insert(0, str(Path(__file__).parent))
     import trt_standin
     from gcf_trt.compile import trt_build
-    parity = read_manifest(tiny_engines)["parity"]
-
-    def export(model, out_dir):  # reuse the tiny model's exported ONNX instead of re-exporting
-        for name in ("backbone.onnx", "head.onnx"):
-            shutil.copy(tiny_engines / name, out_dir / name)
-        return dict(parity)
-    monkeypatch.setattr("gcf_trt.compile.build.export_fp32", export)
+    from gcf_trt.compile.options import TensorRTOptions
     trt_standin.install(monkeypatch, "10.8.0.43", gpu="Orin", cc=(8, 7))
     engines = tmp_path / "engines"
-    trt_build.build_trt_engines(tiny_checkpoint, engines, precision="fp16", max_batch=4, verify=False)
+    # from the CPU engines' ONNX files (--from), as on a Jetson
+    trt_build.build_trt_engines(None, engines, from_dir=tiny_engines, precision="fp16",
+                                tensorrt=TensorRTOptions(max_batch=4, verify=False))
     manifest = read_manifest(engines)
     result = export_triton(engines, tmp_path / "repo", max_batch=8)
     configs = validate_repository(tmp_path / "repo")

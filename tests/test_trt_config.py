@@ -8,17 +8,18 @@ tests/test_trt_gpu.py, which needs TensorRT and a GPU.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 
+import onnx
 import pytest
 
 pytest.importorskip("torch")
 
 from gcf_trt.compile import trt_build  # noqa: E402
-from gcf_trt.compile.trt_build import GraphPlan, TrtOptions, build_plan, graph_plan  # noqa: E402
+from gcf_trt.compile.options import CalibrationOptions, TensorRTOptions  # noqa: E402
+from gcf_trt.compile.trt_build import GraphPlan, build_plan, graph_plan  # noqa: E402
 from gcf_trt.errors import BackendUnavailable, CalibrationError, EngineError, InputError  # noqa: E402
 from gcf_trt.manifest import read_manifest, sha256_file, verify_files  # noqa: E402
 from gcf_trt.runtime.backends import tensorrt as trt_backend  # noqa: E402
@@ -33,7 +34,7 @@ TRT8, TRT10, TRT11 = "8.6.2.3", "10.8.0.43", "11.1.0.12"
 @pytest.fixture(scope="module")
 def onnx_files(tiny_model, tmp_path_factory):
     """The tiny model's FP32 ONNX (exported once; export itself is tested in test_export.py)."""
-    from gcf_trt.compile.build import export_fp32
+    from gcf_trt.compile.artifacts import export_fp32
     d = tmp_path_factory.mktemp("trt_onnx")
     parity = export_fp32(tiny_model, d)
     from gcf_trt.compile.fp16 import convert_to_fp16
@@ -52,12 +53,12 @@ def fast_export(monkeypatch, onnx_files):
         for name in ("backbone.onnx", "head.onnx"):
             shutil.copy(src / name, out_dir / name)
         return dict(parity)
-    monkeypatch.setattr("gcf_trt.compile.build.export_fp32", export)
+    monkeypatch.setattr("gcf_trt.compile.artifacts.export_fp32", export)
     return calls
 
 
-def _opts(**kw) -> TrtOptions:
-    return TrtOptions(**kw).validate()
+def _opts(**kw) -> TensorRTOptions:
+    return TensorRTOptions(**kw).validate()
 
 
 def _calls(mod, obj=None, method=None):
@@ -149,7 +150,7 @@ def test_dla_core_with_gpu_fallback(monkeypatch, onnx_files, tmp_path):
         build_plan(d / "backbone.onnx", tmp_path / "bb2.plan", graph_plan(10, "fp16", "backbone"),
                    _opts(dla_core=2, **fixed))
     assert plan["profiles"] == [{"clip": [[2, 3, 4, 32, 32]] * 3}]
-    with pytest.raises(InputError, match="DLA needs a fixed batch"):
+    with pytest.raises(InputError, match="--dla-core needs a fixed batch"):
         _opts(dla_core=0, min_batch=1, opt_batch=1, max_batch=8)
 
 
@@ -180,7 +181,25 @@ def test_timing_cache_from_another_tensorrt_is_replaced(monkeypatch, onnx_files,
     build_plan(d / "head.onnx", tmp_path / "b.plan", graph_plan(10, "fp16", "head"), _opts(), timing_cache=cache)
     sets = _calls(mod, "IBuilderConfig", "set_timing_cache")
     assert [s[2][0] for s in sets] == ["10.3.0.26", TRT10]  # refused, then a fresh cache
+    rec = trt_standin.read_plan(tmp_path / "b.plan")  # the plan itself is fine
+    assert rec["builder_flags"] == ["FP16"]
     assert json.loads(cache.read_bytes()[len(trt_standin.CACHE_MAGIC):])["version"] == TRT10
+
+
+def test_corrupt_timing_cache_is_replaced_not_a_crash(monkeypatch, onnx_files, tmp_path):
+    """create_timing_cache returns None for a blob it cannot read; set_timing_cache(None) would
+    raise TypeError.  The build starts a fresh cache, says so, and overwrites the bad file."""
+    d, _ = onnx_files
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"\x00garbage, not a timing cache")
+    mod = trt_standin.install(monkeypatch, TRT10)
+    messages = []
+    rec = build_plan(d / "head.onnx", tmp_path / "a.plan", graph_plan(10, "fp16", "head"), _opts(),
+                     timing_cache=cache, progress=messages.append)
+    assert rec["timing_cache"]["replaced"].startswith("unreadable") and rec["timing_cache"]["loaded_bytes"] == 0
+    assert any("starting a fresh one" in m for m in messages)
+    assert [c[2] for c in _calls(mod, "IBuilderConfig", "create_timing_cache")] == [(len(b"\x00garbage, not a timing cache"),), (0,)]
+    assert cache.read_bytes().startswith(trt_standin.CACHE_MAGIC)  # the fresh cache was saved
 
 
 def test_parser_errors_are_reported(monkeypatch, tmp_path):
@@ -192,7 +211,7 @@ def test_parser_errors_are_reported(monkeypatch, tmp_path):
 
 
 def test_option_validation():
-    with pytest.raises(InputError, match="min <= opt <= max"):
+    with pytest.raises(InputError, match="--min-batch <= --opt-batch <= --max-batch"):
         _opts(min_batch=4, opt_batch=2, max_batch=8)
     with pytest.raises(InputError):
         _opts(workspace_mb=0)
@@ -200,12 +219,45 @@ def test_option_validation():
         _opts(dla_core=-1)
 
 
+@pytest.mark.parametrize("lo,hi", [(1, 1), (2, 8), (3, 3)])
+def test_verification_batches_stay_inside_the_profile(monkeypatch, onnx_files, tiny_model, lo, hi):
+    """A DLA build (min = opt = max = 1) or --min-batch >= 2 must verify, not abort: every batch
+    the check feeds the plans (plain diff and held-out agreement) lies inside the profile."""
+    import numpy as np
+    from gcf_trt.compile.options import GateOptions
+    from gcf_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
+    d, _ = onnx_files
+    seen = []
+
+    class ProfileBackend:  # ONNX Runtime underneath, TensorRT's profile rule on top
+        def __init__(self, path, **options):
+            self.ort = OnnxRuntimeBackend(d / ("backbone.onnx" if path.name.startswith("backbone") else "head.onnx"))
+
+        def infer(self, feeds):
+            batch = next(iter(feeds.values())).shape[0]
+            seen.append(batch)
+            if not lo <= batch <= hi:
+                raise InputError(f"batch {batch} is outside the engine's profile [{lo}, {hi}]")
+            return self.ort.infer(feeds)
+
+        def close(self):
+            self.ort.close()
+    monkeypatch.setattr(trt_backend, "TensorRTBackend", ProfileBackend)
+    comps = {"backbone": {"file": "backbone.x.plan", "options": {}}, "head": {"file": "head.x.plan", "options": {}}}
+    holdout = np.random.default_rng(0).standard_normal((7, *tiny_model.spec.clip_shape)).astype(np.float32)
+    res = trt_build._verify(d, comps, tiny_model.spec, holdout, GateOptions(min_agreement=0.99),
+                            _opts(min_batch=lo, opt_batch=lo, max_batch=hi), lambda m: None)
+    assert res["batch"] == min(max(2, lo), hi)
+    assert res["top1_agreement"] == 1.0 and res["num_clips"] == 7 and res["descriptor_max_abs_diff"] < 1e-5
+    assert seen and all(lo <= b <= hi for b in seen)
+
+
 # ----------------------------------------------------------------------------- whole builds
 def test_trt10_fp16_build_names_plans_and_fills_the_manifest(monkeypatch, tiny_checkpoint, fast_export, tmp_path):
     trt_standin.install(monkeypatch, TRT10, gpu="Orin", cc=(8, 7))
     out = tmp_path / "engines"
-    res = trt_build.build_trt_engines(tiny_checkpoint, out, precision="fp16", max_batch=4,
-                                      timing_cache=tmp_path / "tc", verify=False)
+    res = trt_build.build_trt_engines(tiny_checkpoint, out, precision="fp16",
+                                      tensorrt=_opts(max_batch=4, timing_cache=tmp_path / "tc", verify=False))
     m = read_manifest(out)
     h = m["model_hash"]
     assert m["target"] == "trt"
@@ -231,8 +283,9 @@ def test_trt11_int8_build_uses_qdq_backbone_and_fp16_head(monkeypatch, tiny_chec
         write_video(calib / f"v{i}.mp4", num_frames=16, seed=i)
     trt_standin.install(monkeypatch, TRT11, gpu="NVIDIA H100 80GB HBM3", cc=(9, 0))
     out = tmp_path / "engines"
-    trt_build.build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib, calib_clips=8,
-                                timing_cache=tmp_path / "tc", verify=False)
+    trt_build.build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib,
+                                calibration=CalibrationOptions(clips=8, gate_predictions=2),
+                                tensorrt=_opts(timing_cache=tmp_path / "tc", verify=False))
     m = read_manifest(out)
     h = m["model_hash"]
     bb, hd = m["components"]["backbone"], m["components"]["head"]
@@ -240,29 +293,67 @@ def test_trt11_int8_build_uses_qdq_backbone_and_fp16_head(monkeypatch, tiny_chec
     assert hd["file"] == f"head.{h}.fp16.trt11.1.sm90.plan" and hd["precision"] == "fp16"
     bplan, hplan = trt_standin.read_plan(out / bb["file"]), trt_standin.read_plan(out / hd["file"])
     assert bplan["onnx"]["qdq"] and bplan["strongly_typed"] and bplan["builder_flags"] == []
-    assert bb["source_onnx"] == "backbone_int8.onnx"
+    assert bb["source_onnx"] == "backbone_int8_trt.onnx"
     assert hplan["onnx"]["precision"] == "fp16" and hplan["strongly_typed"] and hplan["builder_flags"] == []
-    assert m["calibration"] is not None
+    _assert_tensorrt_qdq(out / "backbone_int8_trt.onnx")
+    assert m["sources"]["backbone_int8_tensorrt"] == "backbone_int8_trt.onnx"
+    q = m["calibration"]["quantization_tensorrt"]
+    assert q["tensorrt_qdq_problems"] == [] and q["num_calibration_clips"] == m["calibration"]["calibration_clips"]
 
 
 def test_trt10_int8_sets_int8_and_fp16_flags_on_the_qdq_graph(monkeypatch, tiny_checkpoint, fast_export, tmp_path):
     calib = tmp_path / "calib"
     calib.mkdir()
-    write_video(calib / "v.mp4", num_frames=16)
+    for i in range(2):
+        write_video(calib / f"v{i}.mp4", num_frames=16, seed=i)
     trt_standin.install(monkeypatch, TRT10)
     out = tmp_path / "engines"
-    trt_build.build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib, calib_clips=8,
-                                timing_cache=tmp_path / "tc", verify=False)
+    trt_build.build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib,
+                                calibration=CalibrationOptions(clips=8, gate_predictions=2),
+                                tensorrt=_opts(timing_cache=tmp_path / "tc", verify=False))
     m = read_manifest(out)
     bplan = trt_standin.read_plan(out / m["components"]["backbone"]["file"])
     hplan = trt_standin.read_plan(out / m["components"]["head"]["file"])
     assert bplan["onnx"]["qdq"] and bplan["builder_flags"] == ["INT8", "FP16"] and not bplan["strongly_typed"]
     assert not hplan["onnx"]["qdq"] and hplan["builder_flags"] == ["FP16"]
+    assert bplan["onnx"]["path"].endswith("backbone_int8_trt.onnx")
+    _assert_tensorrt_qdq(out / "backbone_int8_trt.onnx")
 
 
-def test_int8_needs_calibration_videos(tiny_checkpoint, tmp_path):
-    with pytest.raises(CalibrationError):
-        trt_build.build_trt_engines(tiny_checkpoint, tmp_path / "e", precision="int8")
+def _assert_tensorrt_qdq(path):
+    """The Q/DQ graph TensorRT gets: float biases (no INT32 DequantizeLinear), TensorRT's rules."""
+    import onnx
+    from gcf_trt.compile.precision import tensorrt_qdq_problems
+    model = onnx.load(str(path))
+    int32 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT32}
+    dq_inputs = [n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq_inputs and not int32.intersection(dq_inputs)
+    assert tensorrt_qdq_problems(model) == []
+
+
+def test_standin_parser_rejects_int32_bias_dequantize(monkeypatch, tmp_path):
+    """An INT32-bias DequantizeLinear (ONNX Runtime's default Q/DQ) is what TensorRT's parser
+    refuses; the stand-in refuses it the same way, so the TensorRT path above is really checked."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    inits = [numpy_helper.from_array(np.ones((2, 3, 1, 1), np.int8), "w_q"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "w_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "w_z"),
+             numpy_helper.from_array(np.array([5, -5], np.int32), "b_q"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "b_s"),
+             numpy_helper.from_array(np.array(0, np.int32), "b_z")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="w_dq"),
+             helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_z"], ["b"], name="bias_dq"),
+             helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "int32_bias.onnx"))
+    trt_standin.install(monkeypatch, TRT10)
+    with pytest.raises(EngineError, match="bias_dq: only activation types allowed"):
+        build_plan(tmp_path / "int32_bias.onnx", tmp_path / "x.plan", graph_plan(10, "int8", "backbone"), _opts())
+    from gcf_trt.compile.precision import tensorrt_qdq_problems
+    assert any("bias_dq" in p for p in tensorrt_qdq_problems(model))  # the build's own check sees it too
 
 
 # ----------------------------------------------------------------------------- no TensorRT
@@ -271,7 +362,7 @@ def test_without_tensorrt_build_fails_before_any_work(monkeypatch, tiny_checkpoi
 
     def boom(*a, **k):
         raise AssertionError("work started before TensorRT was checked")
-    monkeypatch.setattr("gcf_trt.compile.build.export_fp32", boom)
+    monkeypatch.setattr("gcf_trt.compile.artifacts.export_fp32", boom)
     monkeypatch.setattr("gcf_trt.compile.model.load_checkpoint", boom)
     with pytest.raises(BackendUnavailable) as err:
         trt_build.build_trt_engines(tiny_checkpoint, tmp_path / "e", precision="fp16")
@@ -291,7 +382,6 @@ def test_half_installed_tensorrt_is_unavailable_not_a_crash(monkeypatch):
         trt_backend.TensorRTBackend.check_available()
     from gcf_trt.runtime.backends import available_runtimes
     assert "libnvinfer" in available_runtimes()["tensorrt"]
-    assert trt_build.tensorrt_available() is not None
 
 
 def test_modules_import_without_tensorrt_and_backend_without_torch():
@@ -361,14 +451,3 @@ def test_plan_name_round_trip():
     assert name == "backbone.0123456789abcdef.int8.trt10.3.sm87.plan"
     assert trt_backend.parse_plan_name(name) == {"component": "backbone", "model": "0123456789abcdef",
                                                  "precision": "int8", "major": "10", "minor": "3", "sm": "87"}
-
-
-# ----------------------------------------------------------------------------- CLI glue
-def test_cli_options():
-    p = argparse.ArgumentParser()
-    trt_build.add_arguments(p)
-    args = p.parse_args(["--max-batch", "16", "--workspace-mb", "2048", "--dla-core", "0",
-                         "--timing-cache", "/tmp/x.cache"])
-    assert trt_build.options_from_args(args) == {"max_batch": 16, "workspace_mb": 2048, "dla_core": 0,
-                                                 "timing_cache": "/tmp/x.cache"}
-    assert trt_build.options_from_args(p.parse_args([])) == {}

@@ -20,12 +20,14 @@ Install it with :func:`install` (monkeypatches ``sys.modules["tensorrt"]``).
 """
 from __future__ import annotations
 
+import ctypes
 import enum
 import json
 import sys
 import types
 from typing import Any
 
+import numpy as np
 import onnx
 
 PLAN_MAGIC = b"GCF-TRT-STANDIN-PLAN\n"
@@ -126,6 +128,20 @@ def make_tensorrt(version: str = "10.8.0.43", num_dla_cores: int = 0) -> types.M
                              for d in v.type.tensor_type.shape.dim)
                 self.network.inputs.append(ITensor(v.name, dims, onnx.TensorProto.DataType.Name(
                     v.type.tensor_type.elem_type)))
+            # TensorRT's parser refuses a DequantizeLinear fed an INT32 tensor (the INT32 biases
+            # of ONNX Runtime's default Q/DQ): "only activation types allowed as input to this
+            # layer" (NVIDIA/TensorRT#3360, microsoft/onnxruntime#14229).
+            # Unsigned 8-bit Q/DQ (ORT's default asymmetric activations) is refused too: TensorRT
+            # quantizes to signed INT8 with zero point 0 only.
+            dtypes = {i.name: i.data_type for i in model.graph.initializer}
+            for node in model.graph.node:
+                if node.op_type == "DequantizeLinear" and dtypes.get(node.input[0]) == onnx.TensorProto.INT32:
+                    self._errors.append(f"{node.name}: only activation types allowed as input to this layer.")
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 \
+                        and dtypes.get(node.input[2]) == onnx.TensorProto.UINT8:
+                    self._errors.append(f"{node.name}: TensorRT supports only INT8 zero points (UINT8 given).")
+            if self._errors:
+                return False
             ops = {n.op_type for n in model.graph.node}
             weight_types = sorted({onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer})
             self.network.onnx = {"path": path, "qdq": "QuantizeLinear" in ops and "DequantizeLinear" in ops,
@@ -205,11 +221,16 @@ def make_tensorrt(version: str = "10.8.0.43", num_dla_cores: int = 0) -> types.M
             record("IBuilderConfig", "set_memory_pool_limit", pool, pool_size)
             self._state["pools"][pool.name] = pool_size
 
-        def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
+        def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache | None:
             record("IBuilderConfig", "create_timing_cache", len(bytes(serialized_timing_cache)))
-            return ITimingCache(serialized_timing_cache)
+            data = bytes(serialized_timing_cache)
+            if data and not data.startswith(CACHE_MAGIC):
+                return None  # TensorRT returns a null cache for a blob it cannot read
+            return ITimingCache(data)
 
         def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            if not isinstance(cache, ITimingCache):  # pybind11 rejects None for this argument
+                raise TypeError("set_timing_cache(): incompatible function arguments")
             record("IBuilderConfig", "set_timing_cache", cache.source_version, ignore_mismatch)
             if cache.source_version != version and not ignore_mismatch:
                 return False
@@ -274,17 +295,94 @@ def make_tensorrt(version: str = "10.8.0.43", num_dla_cores: int = 0) -> types.M
 
         mod.IProgressMonitor = IProgressMonitor
 
-    # --- runtime (only what the identity check needs; a stand-in never runs a plan) -----------
+    # --- runtime ----------------------------------------------------------------------------
+    # Build plans (PLAN_MAGIC) are never deserialized.  An *executable* plan (EXEC_PLAN_MAGIC,
+    # see exec_plan()) gives a toy engine, y = 2 * x + 1 over a dynamic batch, whose contexts
+    # "run" on FakeCudart memory; enough to test buffers, shapes and CUDA graph capture/replay.
+    mod.DataType = enum.IntEnum("DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3})
+    mod.nptype = lambda dt: {0: np.float32, 1: np.float16, 2: np.int8, 3: np.int32}[int(dt)]
+    mod.cudart = None  # set by install(): the FakeCudart the toy contexts run on
+    mod.contexts = []  # type: ignore[attr-defined]
+
+    class IExecutionContext:
+        def __init__(self, engine: "ICudaEngine"):
+            self.engine, self.shapes, self.addresses, self.reshapes = engine, {}, {}, 0
+            mod.contexts.append(self)
+
+        def set_input_shape(self, name: str, shape: Any) -> bool:
+            shape = tuple(int(d) for d in shape)
+            lo, hi = self.engine.spec["profile"]
+            if not lo <= shape[0] <= hi:
+                return False
+            self.reshapes += name in self.shapes
+            self.shapes[name] = shape
+            return True
+
+        def get_tensor_shape(self, name: str) -> Dims:
+            batch = self.shapes.get(self.engine.spec["input"], (-1,))[0]
+            return Dims([batch, self.engine.spec["width"]])
+
+        def set_tensor_address(self, name: str, ptr: int) -> bool:
+            self.addresses[name] = int(ptr)
+            return True
+
+        def execute_async_v3(self, stream_handle: int) -> bool:
+            spec, batch = self.engine.spec, self.shapes[self.engine.spec["input"]][0]
+            src, dst, n = self.addresses[spec["input"]], self.addresses[spec["output"]], batch * spec["width"]
+
+            def kernel() -> None:  # the shape is fixed when the work is enqueued, as on a GPU
+                x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(src))
+                np.ctypeslib.as_array((ctypes.c_float * n).from_address(dst))[:] = 2 * x + 1
+            mod.cudart.enqueue(stream_handle, kernel)
+            return True
+
+    class ICudaEngine:
+        def __init__(self, spec: dict[str, Any]):
+            self.spec = spec
+            self.num_io_tensors = 2
+
+        def get_tensor_name(self, index: int) -> str:
+            return (self.spec["input"], self.spec["output"])[index]
+
+        def get_tensor_mode(self, name: str) -> Any:
+            return mod.TensorIOMode.INPUT if name == self.spec["input"] else mod.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name: str) -> Any:
+            return mod.DataType.FLOAT
+
+        def get_tensor_shape(self, name: str) -> Dims:
+            return Dims([-1, self.spec["width"]])
+
+        def get_tensor_profile_shape(self, name: str, profile: int) -> list[Dims]:
+            lo, hi = self.spec["profile"]
+            return [Dims([lo, self.spec["width"]]), Dims([lo, self.spec["width"]]), Dims([hi, self.spec["width"]])]
+
+        def create_execution_context(self) -> IExecutionContext:
+            return IExecutionContext(self)
+
     class Runtime:
         def __init__(self, logger: Logger):
             mod.runtimes_created += 1  # type: ignore[attr-defined]
 
         def deserialize_cuda_engine(self, data: bytes) -> Any:
             record("Runtime", "deserialize_cuda_engine", len(data))
+            if bytes(data).startswith(EXEC_PLAN_MAGIC):
+                return ICudaEngine(json.loads(bytes(data)[len(EXEC_PLAN_MAGIC):]))
             raise AssertionError("the stand-in cannot deserialize plans")
 
     mod.Runtime = Runtime
     return mod
+
+
+EXEC_PLAN_MAGIC = b"GCF-TRT-STANDIN-EXEC-PLAN\n"
+
+
+def exec_plan(path, width: int = 3, profile: tuple[int, int] = (1, 4)):
+    """Write a toy executable plan (y = 2x + 1, input ``x`` [B, width], output ``y``)."""
+    spec = {"input": "x", "output": "y", "width": width, "profile": list(profile)}
+    with open(path, "wb") as fh:
+        fh.write(EXEC_PLAN_MAGIC + json.dumps(spec).encode())
+    return path
 
 
 def read_plan(path) -> dict[str, Any]:
@@ -295,25 +393,134 @@ def read_plan(path) -> dict[str, Any]:
 
 
 class FakeCudart:
-    """Just enough of ``cuda.bindings.runtime`` for device identity (no memory, no streams)."""
+    """Enough of ``cuda.bindings.runtime`` for device identity and for running the toy engine.
+
+    "Device" memory is host memory (ctypes buffers); a stream runs its work at once unless it
+    is being captured, in which case the work is recorded into the graph; a graph launch
+    replays it.  There is deliberately no ``cudaGraphInstantiate``: its signature differs
+    between CUDA 11 and 12/13, so code must use ``cudaGraphInstantiateWithFlags``.
+    """
 
     class _Err(int):
         @property
         def name(self) -> str:
             return "cudaSuccess" if self == 0 else f"cudaError{int(self)}"
 
-    def __init__(self, name: str = "Orin", major: int = 8, minor: int = 7, count: int = 1):
+    cudaStreamNonBlocking = 1
+    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    cudaStreamCaptureMode = types.SimpleNamespace(cudaStreamCaptureModeThreadLocal=1)
+
+    def __init__(self, name: str = "Orin", major: int = 8, minor: int = 7, count: int = 1,
+                 count_error: int = 0, driver: int = 12020):
         self.prop = types.SimpleNamespace(name=name.encode() + b"\x00" * 8, major=major, minor=minor)
-        self.count = count
+        self.count, self.count_error, self.driver = count, count_error, driver
+        self._buffers: dict[int, Any] = {}
+        self._capturing: dict[int, list] = {}
+        self.graphs_instantiated = self.graphs_destroyed = self.graph_launches = 0
+
+    def _ok(self, *values: Any) -> tuple:
+        return (self._Err(0), *values)
 
     def cudaGetDeviceCount(self):
+        if self.count_error:
+            return (self._Err(self.count_error), 0)
         return (self._Err(0 if self.count else 100), self.count)
 
+    def cudaDriverGetVersion(self):
+        return self._ok(self.driver)
+
     def cudaGetDeviceProperties(self, device: int):
-        return (self._Err(0), self.prop)
+        return self._ok(self.prop)
 
     def cudaSetDevice(self, device: int):
-        return (self._Err(0),)
+        return self._ok()
+
+    # memory and streams
+    def _alloc(self, nbytes: int):
+        buf = ctypes.create_string_buffer(nbytes)
+        self._buffers[ctypes.addressof(buf)] = buf
+        return self._ok(ctypes.addressof(buf))
+
+    cudaMalloc = cudaMallocHost = _alloc
+
+    def cudaFree(self, ptr: int):
+        self._buffers.pop(int(ptr), None)
+        return self._ok()
+
+    cudaFreeHost = cudaFree
+
+    def cudaStreamCreateWithFlags(self, flags: int):
+        return self._ok(len(self._capturing) + 7)
+
+    def cudaStreamDestroy(self, stream: int):
+        return self._ok()
+
+    def cudaStreamSynchronize(self, stream: int):
+        return self._ok()
+
+    def enqueue(self, stream: int, work: Any) -> None:
+        if int(stream) in self._capturing:
+            self._capturing[int(stream)].append(work)
+        else:
+            work()
+
+    def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: Any, stream: int):
+        self.enqueue(stream, lambda: ctypes.memmove(int(dst), int(src), int(nbytes)))
+        return self._ok()
+
+    # graphs
+    def cudaStreamBeginCapture(self, stream: int, mode: Any):
+        self._capturing[int(stream)] = []
+        return self._ok()
+
+    def cudaStreamEndCapture(self, stream: int):
+        return self._ok(self._capturing.pop(int(stream)))
+
+    def cudaGraphInstantiateWithFlags(self, graph: list, flags: int):
+        assert flags == 0
+        self.graphs_instantiated += 1
+        return self._ok(tuple(graph))
+
+    def cudaGraphLaunch(self, exe: tuple, stream: int):
+        self.graph_launches += 1
+        for work in exe:
+            work()
+        return self._ok()
+
+    def cudaGraphExecDestroy(self, exe: Any):
+        self.graphs_destroyed += 1
+        return self._ok()
+
+    def cudaGraphDestroy(self, graph: Any):
+        return self._ok()
+
+
+def install_in_process(version: str = "10.8.0.43", *, num_dla_cores: int = 0, gpu: str = "Orin",
+                       cc: tuple[int, int] = (8, 7)) -> types.ModuleType:
+    """The same as :func:`install` for a fresh child process (no monkeypatch to undo): used by
+    tests that run the real CLI in a subprocess with the stand-in in place."""
+    from gcf_trt.runtime.backends import tensorrt as backend
+
+    mod = make_tensorrt(version, num_dla_cores)
+    sys.modules["tensorrt"] = mod
+    fake = mod.cudart = FakeCudart(gpu, *cc)
+    backend.import_cudart = lambda: fake
+    return mod
+
+
+def cli_in_subprocess(args: list[str], version: str = "10.8.0.43", timeout: float = 300, **kw: Any):
+    """Run ``gcf-trt ARGS`` in a fresh Python with the stand-in installed; the child prints
+    ``TORCH_LOADED=True|False`` last (whether anything imported torch).  Returns CompletedProcess."""
+    import os
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path.insert(0, {here!r}); import trt_standin\n"
+            f"trt_standin.install_in_process({version!r}, **{kw!r})\n"
+            f"from gcf_trt.cli import main\n"
+            f"rc = main({list(args)!r})\n"
+            f"print('TORCH_LOADED=' + str('torch' in sys.modules))\n"
+            f"sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
 
 
 def install(monkeypatch, version: str = "10.8.0.43", *, num_dla_cores: int = 0, gpu: str = "Orin",
@@ -323,6 +530,6 @@ def install(monkeypatch, version: str = "10.8.0.43", *, num_dla_cores: int = 0, 
 
     mod = make_tensorrt(version, num_dla_cores)
     monkeypatch.setitem(sys.modules, "tensorrt", mod)
-    fake = FakeCudart(gpu, *cc)
+    fake = mod.cudart = FakeCudart(gpu, *cc)
     monkeypatch.setattr(backend, "import_cudart", lambda: fake)
     return mod

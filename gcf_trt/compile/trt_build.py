@@ -19,9 +19,14 @@ Sources: TensorRT Python API "Builder" page (NetworkDefinitionCreationFlag: EXPL
 10.x->11.x migration guide, "Removed Python APIs and Replacements" (BuilderFlag.FP16 -> strong
 typing with ModelOpt AutoCast, BuilderFlag.INT8 and IBuilderConfig.int8_calibrator -> explicit
 quantization with Q/DQ nodes) and "Migrating from Weak Typing to Strong Typing".  The INT8
-Q/DQ backbone is the very file the CPU engine uses (:func:`.precision.quantize_int8`:
-symmetric, per-channel weights), so there is one calibration for every target and no TensorRT
-calibrator (gone in 11).
+Q/DQ backbone comes from the same calibration as the CPU engine's (:func:`.precision.quantize_int8`:
+symmetric, per-channel weights) with float biases (``for_tensorrt=True``: TensorRT's ONNX parser
+rejects an INT32-bias ``DequantizeLinear``), checked against TensorRT's Q/DQ rules before
+TensorRT sees it; no TensorRT calibrator (gone in 11).
+
+Sources: from a checkpoint (export here, needs torch) or, with ``--from DIR``, from the ONNX
+files of an engines directory a CPU build wrote anywhere (``sources`` in its manifest, hashes
+checked): that path imports no torch, for Jetsons ("export on a workstation, build on the device").
 
 Every build also gets: an optimization profile over the batch dimension (min/opt/max), a
 workspace limit (``set_memory_pool_limit(MemoryPoolType.WORKSPACE, ...)``, TensorRT >= 8.4; the
@@ -42,57 +47,30 @@ here; tests/test_trt_gpu.py builds and runs them where TensorRT and a GPU exist.
 """
 from __future__ import annotations
 
-import argparse
 import os
+import shutil
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import BackendUnavailable, CalibrationError, EngineError, InputError
-from ..fsutil import atomic_output_dir
-from ..manifest import MANIFEST_NAME, write_json_atomic
+import numpy as np
+
+from ..errors import CalibrationError, EngineError, InputError
+from ..fsutil import atomic_file, atomic_output_dir
+from ..manifest import Manifest, read_manifest, verify_files, write_manifest
 from ..runtime.backends import tensorrt as trt_backend
+from ..spec import ModelSpec
+from . import artifacts
+from .artifacts import FP32_FILE, HEAD_FILE, INT8_TRT_FILE, BuildResult, CalibrationSet
+from .options import CalibrationOptions, GateOptions, TensorRTOptions
 
 if TYPE_CHECKING:  # the stubs (tensorrt-stubs) for mypy; never imported at run time here
     import tensorrt as trt
 
-    from .build import BuildResult
-
 PRECISIONS = ("fp16", "int8")
 COMPONENTS = ("backbone", "head")
 Progress = Callable[[str], None]
-
-
-@dataclass
-class TrtOptions:
-    """Validated builder options (CLI: see :func:`add_arguments`)."""
-
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 8
-    workspace_mb: int = 1024
-    timing_cache: Path | None = None
-    dla_core: int | None = None
-
-    def validate(self) -> "TrtOptions":
-        for name in ("min_batch", "opt_batch", "max_batch", "workspace_mb"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-        if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise InputError(f"batch profile needs min <= opt <= max, got {self.min_batch}/{self.opt_batch}/"
-                             f"{self.max_batch}", hint="e.g. --min-batch 1 --opt-batch 1 --max-batch 8")
-        if self.dla_core is not None and (not isinstance(self.dla_core, int) or self.dla_core < 0):
-            raise InputError(f"--dla-core must be a core index >= 0, got {self.dla_core!r}")
-        if self.dla_core is not None and not self.min_batch == self.opt_batch == self.max_batch:
-            # "DLA does not support dynamic dimensions, so the profile's min, max, and opt values
-            # must be equal" (TensorRT docs, "DLA Supported Layers and Restrictions")
-            raise InputError("DLA needs a fixed batch: the profile's min, opt and max must be equal",
-                             hint="e.g. --dla-core 0 --min-batch 1 --opt-batch 1 --max-batch 1")
-        if self.timing_cache is not None:
-            self.timing_cache = Path(self.timing_cache)
-        return self
 
 
 @dataclass
@@ -169,7 +147,7 @@ def default_timing_cache(identity: dict[str, Any]) -> Path:
 
 
 def configure(builder: trt.Builder, network: trt.INetworkDefinition, config: trt.IBuilderConfig,
-              plan: GraphPlan, opts: TrtOptions, timing_cache: Path | None,
+              plan: GraphPlan, opts: TensorRTOptions, timing_cache: Path | None,
               monitor: Any | None) -> dict[str, Any]:
     """Apply flags, profile, workspace, timing cache, DLA and progress monitor to ``config``."""
     import tensorrt as trt
@@ -201,14 +179,7 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, config: trt
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
     if timing_cache is not None:
-        data = timing_cache.read_bytes() if timing_cache.is_file() else b""
-        cache = config.create_timing_cache(data)
-        if not config.set_timing_cache(cache, False):
-            # A cache from another TensorRT/GPU: start a fresh one instead of failing.
-            cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, False)
-            data = b""
-        record["timing_cache"] = {"path": str(timing_cache), "loaded_bytes": len(data)}
+        record["timing_cache"] = load_timing_cache(config, timing_cache)
 
     if opts.dla_core is not None:
         cores = builder.num_DLA_cores
@@ -226,19 +197,39 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, config: trt
     return record
 
 
+def load_timing_cache(config: trt.IBuilderConfig, path: Path) -> dict[str, Any]:
+    """Give ``config`` the timing cache in ``path``, or a fresh one when it cannot be used.
+
+    ``create_timing_cache`` returns None for a blob it cannot read (corrupt, truncated, not a
+    cache) and ``set_timing_cache`` returns False for one from another TensorRT or GPU; either
+    way a fresh cache replaces it (as Polygraphy does) and the record says why.  Passing None on
+    to ``set_timing_cache`` would raise TypeError.
+    """
+    data = path.read_bytes() if path.is_file() else b""
+    record: dict[str, Any] = {"path": str(path), "loaded_bytes": len(data)}
+    cache = config.create_timing_cache(data) if data else None
+    if data and cache is None:
+        record.update(loaded_bytes=0, replaced="unreadable (corrupt or not a TensorRT timing cache)")
+    elif cache is not None and not config.set_timing_cache(cache, False):
+        record.update(loaded_bytes=0, replaced="made by another TensorRT version or GPU")
+        cache = None
+    if cache is None:
+        fresh = config.create_timing_cache(b"")
+        if fresh is None or not config.set_timing_cache(fresh, False):
+            raise EngineError("TensorRT could not create an empty timing cache",
+                              hint="pass --timing-cache to a writable file, or report the TensorRT version")
+    return record
+
+
 def _save_timing_cache(config: trt.IBuilderConfig, path: Path) -> int:
     data = bytes(memoryview(config.get_timing_cache().serialize()))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:  # another build reading it sees the old or the new cache, whole
         tmp.write_bytes(data)
-        os.replace(tmp, path)  # another build reading it sees the old or the new cache, whole
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(data)
 
 
-def build_plan(onnx_path: Path, plan_path: Path, plan: GraphPlan, opts: TrtOptions, *,
+def build_plan(onnx_path: Path, plan_path: Path, plan: GraphPlan, opts: TensorRTOptions, *,
                timing_cache: Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Parse ``onnx_path`` with TensorRT's ONNX parser, build, write the serialized plan."""
     import tensorrt as trt
@@ -254,6 +245,8 @@ def build_plan(onnx_path: Path, plan_path: Path, plan: GraphPlan, opts: TrtOptio
     config = builder.create_builder_config()
     monitor = make_progress_monitor(progress)
     record = configure(builder, network, config, plan, opts, timing_cache, monitor)
+    if timing_cache is not None and "replaced" in record["timing_cache"] and progress is not None:
+        progress(f"timing cache {timing_cache} is {record['timing_cache']['replaced']}: starting a fresh one")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT failed to build an engine from {onnx_path.name} (see the TensorRT log)",
@@ -267,27 +260,59 @@ def build_plan(onnx_path: Path, plan_path: Path, plan: GraphPlan, opts: TrtOptio
 
 
 # ----------------------------------------------------------------------------- build
-def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, precision: str = "fp16",
-                      calib: str | os.PathLike | None = None, progress: Progress | None = None,
-                      min_batch: int = 1, opt_batch: int = 1, max_batch: int = 8, workspace_mb: int = 1024,
-                      timing_cache: str | os.PathLike | None = None, dla_core: int | None = None,
-                      calib_clips: int = 64, calib_method: str = "minmax", seed: int = 0,
-                      min_agreement: float = 0.99, verify: bool = True, cuda_graph: bool = False) -> BuildResult:
-    """Build a TensorRT engines directory (backbone + head plans and ``manifest.json``).
+@dataclass
+class _Source:
+    """What the plans are built from: the model's identity and its ONNX files in the temp dir."""
+
+    spec: ModelSpec
+    model_hash: str
+    opset: int
+    parity: dict[str, float] | None
+    origin: dict[str, Any]
+
+
+def _read_source_dir(from_dir: Path, precision: str) -> tuple[Manifest, dict[str, str]]:
+    """The manifest of ``--from DIR`` and the ONNX files to copy (hash-checked), by role."""
+    manifest = read_manifest(from_dir)
+    files = manifest.get("files", {})
+    # Manifests written before the ``sources`` section: a CPU build always keeps these two.
+    sources = manifest.get("sources") or {"backbone": FP32_FILE, "head": HEAD_FILE}
+    wanted = {"backbone": sources.get("backbone"), "head": sources.get("head")}
+    if precision == "int8":
+        wanted["backbone_int8_tensorrt"] = sources.get("backbone_int8_tensorrt")
+    missing = [role for role, name in wanted.items() if not name or name not in files]
+    if missing:
+        if missing == ["backbone_int8_tensorrt"]:
+            raise CalibrationError(f"{from_dir} has no TensorRT Q/DQ backbone ({INT8_TRT_FILE}): it was built "
+                                   f"without INT8 calibration or by an older gcf-trt",
+                                   hint="rebuild it with 'gcf-trt build --target cpu --calib VIDEOS' (INT8 "
+                                        "writes the TensorRT Q/DQ file too), or use --precision fp16")
+        raise InputError(f"{from_dir} has no ONNX source for: {', '.join(missing)} (its manifest lists "
+                         f"{', '.join(sorted(files)) or 'no files'})",
+                         hint="--from needs a directory written by 'gcf-trt build --target cpu'")
+    verify_files(from_dir, manifest, sorted(set(wanted.values())))
+    return manifest, {role: str(name) for role, name in wanted.items()}
+
+
+def build_trt_engines(checkpoint: str | os.PathLike | None, out: str | os.PathLike, *, precision: str = "fp16",
+                      calib: str | os.PathLike | None = None, from_dir: str | os.PathLike | None = None,
+                      calibration: CalibrationOptions = CalibrationOptions(), gate: GateOptions = GateOptions(),
+                      tensorrt: TensorRTOptions = TensorRTOptions(),
+                      progress: Progress | None = None) -> BuildResult:
+    """Build a TensorRT engines directory (backbone + head plans, their ONNX sources, ``manifest.json``).
 
     Args:
-        precision: ``"fp16"`` or ``"int8"`` (``"auto"`` means fp16).  INT8 quantizes the
-            backbone to Q/DQ on the CPU, calibrated on ``calib`` videos; the head stays FP16.
-        min_batch, opt_batch, max_batch: the optimization profile of the batch dimension.
-        workspace_mb: TensorRT workspace memory pool limit.
-        timing_cache: timing cache file, loaded and updated (default: per-user cache dir,
-            one file per TensorRT version and GPU).
-        dla_core: build for this DLA core (Jetson Orin), with GPU fallback (fixed batch only).
-        calib_clips, calib_method, seed: calibration clips drawn from ``calib`` (a quarter held
-            out for the agreement check) and the calibration method, as for the CPU engines.
-        verify: after building, run the plans against ONNX Runtime FP32 (descriptor and logits
-            difference; with ``calib``, top-1 agreement on held-out clips >= ``min_agreement``).
-        cuda_graph: recorded as the backbone's runtime option (CUDA graph replay).
+        checkpoint: the model to export (needs torch); or None with ``from_dir``.
+        from_dir: an engines directory (``gcf-trt build --target cpu``, any machine) whose ONNX
+            files and manifest are the source: no torch is imported (a Jetson needs none).
+        precision: ``"fp16"`` or ``"int8"`` (``"auto"`` means fp16).  INT8 uses a Q/DQ backbone
+            with float biases, calibrated on the CPU (on ``calib`` videos, or the one in
+            ``from_dir``); the head stays FP16.
+        calib: calibration videos.  From a checkpoint: INT8 calibration plus held-out clips for
+            the check; with ``from_dir``: held-out clips for the check only.
+        calibration, gate: clips drawn from ``calib`` and the agreement gate (``verify``).
+        tensorrt: profile, workspace, timing cache, DLA, ``verify`` (run the plans against ONNX
+            Runtime FP32 after building), ``cuda_graph`` (recorded as the backbone's option).
 
     Raises:
         BackendUnavailable: TensorRT, cuda-python or a GPU is missing (before any work).
@@ -295,13 +320,25 @@ def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     if precision == "auto":
         precision = "fp16"
     if precision not in PRECISIONS:
-        raise InputError(f"--target trt builds {', '.join(PRECISIONS)}, not {precision!r}",
+        raise InputError(f"--target trt builds {', '.join(PRECISIONS)}, not --precision {precision}",
                          hint="use --precision fp16 or --precision int8 --calib DIR")
-    if precision == "int8" and calib is None:
+    if (checkpoint is None) == (from_dir is None):
+        raise InputError("give exactly one of --checkpoint and --from")
+    if precision == "int8" and calib is None and from_dir is None:
         raise CalibrationError("--precision int8 needs --calib DIR: videos to calibrate the Q/DQ graph on")
-    opts = TrtOptions(min_batch, opt_batch, max_batch, workspace_mb,
-                      Path(timing_cache) if timing_cache is not None else None, dla_core).validate()
+    calibration, gate, opts = calibration.validate(), gate.validate(), tensorrt.validate()
+    out = Path(out)
     say = progress or (lambda msg: None)
+    bars = progress is not None
+    source_manifest: Manifest | None = None
+    names: dict[str, str] = {}
+    if from_dir is not None:
+        from_dir = Path(from_dir)
+        if from_dir.absolute() == out.absolute():
+            raise InputError("--out must differ from --from (the source directory stays as it is)",
+                             hint="e.g. --from engines/cpu --out engines/trt")
+        source_manifest, names = _read_source_dir(from_dir, precision)
+    artifacts.check_output(out)
 
     # TensorRT, cuda-python and a GPU, before any work.
     trt_backend.import_tensorrt()
@@ -310,35 +347,45 @@ def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     major = trt_major(trt)
     cache_path = opts.timing_cache or default_timing_cache(identity)
 
-    from .build import BuildResult, export_fp32, make_manifest
-    from .model import load_checkpoint, model_hash
-
-    model = load_checkpoint(checkpoint)
-    mhash = model_hash(model)
-    spec = model.spec
-    clips = holdout = None
-    calib_report: dict[str, Any] = {}
+    model = None
+    if source_manifest is not None:
+        src = _Source(source_manifest.spec, source_manifest.model_hash,
+                      int(source_manifest.get("opset", 17)), source_manifest.get("parity"),
+                      {"from": str(from_dir), "target": source_manifest.get("target"),
+                       "created": source_manifest.get("created"), "files": names})
+    else:
+        from .export import OPSET
+        from .model import load_checkpoint, model_hash
+        model = load_checkpoint(checkpoint)
+        src = _Source(model.spec, model_hash(model), OPSET, None, {"checkpoint": str(checkpoint)})
+    spec = src.spec
+    cset: CalibrationSet | None = None
     if calib is not None:
-        from .precision import calibration_clips, split_holdout
-        say(f"reading calibration videos from {calib}")
-        all_clips = calibration_clips(calib, spec, max_clips=calib_clips, seed=seed, report=calib_report)
-        clips, holdout = split_holdout(all_clips, seed=seed)
+        cset = artifacts.calibration_set(calib, spec, calibration, say, bars)
 
-    out = Path(out)
     with atomic_output_dir(out) as tmp:
-        say("exporting ONNX (FP32) and checking it against PyTorch")
-        parity = export_fp32(model, tmp)
-        sources = {"fp32": {c: tmp / f"{c}.onnx" for c in COMPONENTS}}
+        quant: dict[str, Any] | None = None
+        if model is not None:
+            say("exporting ONNX (FP32) and checking it against PyTorch")
+            src.parity = artifacts.export_fp32(model, tmp)
+        else:
+            say(f"copying the ONNX sources from {from_dir} (hashes checked)")
+            assert from_dir is not None
+            for role, name in names.items():
+                dst = {"backbone": FP32_FILE, "head": HEAD_FILE, "backbone_int8_tensorrt": INT8_TRT_FILE}[role]
+                shutil.copyfile(from_dir / name, tmp / dst)
+        sources = {"fp32": {"backbone": tmp / FP32_FILE, "head": tmp / HEAD_FILE}}
         plans = {c: graph_plan(major, precision, c) for c in COMPONENTS}
-        quant_info = None
         if any(p.onnx == "qdq" for p in plans.values()):
-            from .precision import quantize_int8
-            assert clips is not None  # int8 without calib was refused above
-            say(f"calibrating and quantizing the backbone to INT8 Q/DQ on {len(clips)} clips")
-            # same quantizer, settings and file name as the CPU engine's INT8 backbone
-            quant_info = quantize_int8(tmp / "backbone.onnx", tmp / "backbone_int8.onnx", clips, method=calib_method)
-            calib_report.update(quant_info or {})
-            sources["qdq"] = {"backbone": tmp / "backbone_int8.onnx"}
+            if model is not None:
+                assert cset is not None  # int8 without calib was refused above
+                quant = artifacts.quantize_backbone(tmp, cset, calibration, say, cpu=False, tensorrt=True,
+                                                    bars=bars)["tensorrt"]
+            else:
+                _check_tensorrt_qdq(tmp / INT8_TRT_FILE)
+                assert source_manifest is not None
+                quant = (source_manifest.get("calibration") or {}).get("quantization_tensorrt")
+            sources["qdq"] = {"backbone": tmp / INT8_TRT_FILE}
         fp16_info: dict[str, Any] = {}
         if any(p.onnx == "fp16" for p in plans.values()):
             from .fp16 import convert_to_fp16
@@ -354,56 +401,97 @@ def build_trt_engines(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         for c in COMPONENTS:
             plan = plans[c]
             comp_precision = "int8" if plan.onnx == "qdq" else "fp16"
-            name = trt_backend.plan_name(c, mhash, comp_precision, identity["tensorrt"], identity["sm"])
+            name = trt_backend.plan_name(c, src.model_hash, comp_precision, identity["tensorrt"], identity["sm"])
             say(f"building {name} (TensorRT {trt.__version__}, {identity['gpu']})")
             builds[c] = build_plan(sources[plan.onnx][c], tmp / name, plan, opts, timing_cache=cache_path,
                                    progress=say if progress else None)
-            built_for = {"model_hash": mhash, "precision": comp_precision, **identity}
+            built_for = {"model_hash": src.model_hash, "precision": comp_precision, **identity}
             options: dict[str, Any] = {"built_for": built_for}
-            if cuda_graph and c == "backbone":
+            if opts.cuda_graph and c == "backbone":
                 options["cuda_graph"] = True
             components[c] = {"file": name, "runtime": "tensorrt", "precision": comp_precision,
                              "options": options, "source_onnx": sources[plan.onnx][c].name}
 
         check = None
-        if verify:
-            check = _verify(tmp, components, spec, holdout, min_agreement, say)
+        if opts.verify:
+            check = _verify(tmp, components, spec, cset.holdout if cset is not None else None, gate, opts, say)
         tensorrt_section = {"version": trt.__version__, "major": major, **identity,
                             "options": {**asdict(opts), "timing_cache": str(cache_path)},
                             "builds": builds, "fp16_conversion": fp16_info or None}
-        manifest = make_manifest(model, tmp, components, target="trt", parity=parity,
-                                 calibration=calib_report or None, agreement=check, selection=None,
-                                 tensorrt=tensorrt_section)
-        manifest["versions"]["tensorrt"] = trt.__version__
-        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        calib_rec = None
+        if cset is not None or quant is not None:
+            calib_rec = {**(cset.report if cset is not None else {}), "quantization_tensorrt": quant,
+                         "used_for": ("int8 calibration + " if model is not None and quant else "")
+                         + ("agreement check (held-out clips)" if cset is not None else "")}
+        versions = {**artifacts.library_versions(), "tensorrt": trt.__version__}
+        manifest = artifacts.make_manifest(
+            spec, src.model_hash, tmp, components, target="trt", opset=src.opset,
+            sources={"backbone": FP32_FILE, "head": HEAD_FILE,
+                     "backbone_int8_tensorrt": INT8_TRT_FILE if "qdq" in sources else None},
+            versions=versions, parity=src.parity, calibration=calib_rec, agreement=check, selection=None,
+            tensorrt=tensorrt_section, built_from=src.origin)
+        write_manifest(tmp, manifest)
     summary = [f"wrote {out}/{components['backbone']['file']}, {components['head']['file']} "
                f"({precision}, TensorRT {trt.__version__}, {identity['gpu']} sm{identity['sm']})",
-               f"model {mhash}, ONNX parity max |diff| {max(parity.values()):.1e}"]
+               f"built from {from_dir} (no torch)" if from_dir is not None else
+               f"model {src.model_hash}, ONNX parity max |diff| {max((src.parity or {0: 0.0}).values()):.1e}"]
     if check is not None:
         summary.append("checked against ONNX Runtime FP32: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in check.items()))
+    else:
+        summary.append("not checked against ONNX Runtime FP32 (--no-verify)")
     return BuildResult(out, manifest, summary)
 
 
-def _verify(tmp: Path, components: dict[str, dict[str, Any]], spec: Any, holdout: Any,
-            min_agreement: float, say: Progress) -> dict[str, Any]:
-    """Run the fresh plans next to ONNX Runtime FP32 (needs the GPU the plans were built on)."""
-    import numpy as np
+def _check_tensorrt_qdq(path: Path) -> None:
+    """A Q/DQ file TensorRT's parser would reject (e.g. INT32-bias DequantizeLinear) fails here."""
+    import onnx
 
+    from .precision import tensorrt_qdq_problems
+    problems = tensorrt_qdq_problems(onnx.load(str(path)))
+    if problems:
+        raise CalibrationError(f"{path.name} breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:3]),
+                               hint="rebuild the source with this gcf-trt: gcf-trt build --target cpu --calib VIDEOS")
+
+
+def _in_profile(backend: Any, lo: int, hi: int) -> Callable[[np.ndarray], np.ndarray]:
+    """clips -> descriptors through ``backend`` in batches the profile accepts: chunks of at most
+    ``hi``, a short last chunk padded (by repeating its last clip) up to ``lo`` and trimmed."""
+    def run(clips: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(0, len(clips), hi):
+            chunk = clips[i:i + hi]
+            n = len(chunk)
+            if n < lo:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], lo - n, axis=0)])
+            outs.append(backend.infer({"clip": np.ascontiguousarray(chunk)})["descriptor"][:n])
+        return np.concatenate(outs)
+    return run
+
+
+def _verify(tmp: Path, components: dict[str, dict[str, Any]], spec: ModelSpec, holdout: np.ndarray | None,
+            gate: GateOptions, opts: TensorRTOptions, say: Progress) -> dict[str, Any]:
+    """Run the fresh plans next to ONNX Runtime FP32 (needs the GPU the plans were built on).
+
+    Batches stay inside the optimization profile: a DLA build (min = opt = max, often 1) or
+    ``--min-batch 2`` would refuse the batch-2 check this used to feed.
+    """
     from ..runtime.backends.onnxrt import OnnxRuntimeBackend
     from ..runtime.backends.tensorrt import TensorRTBackend
     say("checking the TensorRT engines against ONNX Runtime FP32")
-    ref_bb = OnnxRuntimeBackend(tmp / "backbone.onnx")
-    ref_hd = OnnxRuntimeBackend(tmp / "head.onnx")
+    ref_bb = OnnxRuntimeBackend(tmp / FP32_FILE)
+    ref_hd = OnnxRuntimeBackend(tmp / HEAD_FILE)
     bb = TensorRTBackend(tmp / components["backbone"]["file"], **components["backbone"]["options"])
     hd = TensorRTBackend(tmp / components["head"]["file"], **components["head"]["options"])
     try:
+        b = opts.verify_batch
         rng = np.random.default_rng(0)
-        clip = rng.standard_normal((2, *spec.clip_shape)).astype(np.float32)
-        desc = rng.standard_normal((2, spec.ring_size, spec.dim)).astype(np.float32)
-        mask = np.ones((2, spec.ring_size), np.float32)
+        clip = rng.standard_normal((b, *spec.clip_shape)).astype(np.float32)
+        desc = rng.standard_normal((b, spec.ring_size, spec.dim)).astype(np.float32)
+        mask = np.ones((b, spec.ring_size), np.float32)
         mask[0, : spec.ring_size // 2] = 0
         result: dict[str, Any] = {
+            "batch": b,
             "descriptor_max_abs_diff": float(np.abs(bb.infer({"clip": clip})["descriptor"]
                                                     - ref_bb.infer({"clip": clip})["descriptor"]).max()),
             "logits_max_abs_diff": float(np.abs(hd.infer({"descriptors": desc, "mask": mask})["logits"]
@@ -411,37 +499,10 @@ def _verify(tmp: Path, components: dict[str, dict[str, Any]], spec: Any, holdout
         }
         if holdout is not None and len(holdout):
             from .precision import agreement, check_agreement
-            result.update(agreement(ref_bb, bb, holdout, ref_hd, ring_size=spec.ring_size))
-            check_agreement(result, min_agreement, what="the TensorRT backbone")
+            result.update(agreement(ref_bb, _in_profile(bb, opts.min_batch, opts.max_batch), holdout, ref_hd,
+                                    ring_size=spec.ring_size, batch=opts.max_batch))
+            check_agreement(result, gate.min_agreement, gate.min_cosine, what="the TensorRT backbone")
         return result
     finally:
-        for b in (bb, hd, ref_bb, ref_hd):
-            b.close()
-
-
-# ----------------------------------------------------------------------------- CLI glue
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the TensorRT options to the ``gcf-trt build`` parser."""
-    g = parser.add_argument_group("TensorRT (--target trt)")
-    g.add_argument("--min-batch", type=int, default=None, help="optimization profile: smallest batch (1)")
-    g.add_argument("--opt-batch", type=int, default=None, help="optimization profile: batch tuned for (1)")
-    g.add_argument("--max-batch", type=int, default=None, help="optimization profile: largest batch (8)")
-    g.add_argument("--workspace-mb", type=int, default=None, help="workspace memory pool limit in MiB (1024)")
-    g.add_argument("--timing-cache", default=None,
-                   help="timing cache file reused across builds (default: ~/.cache/gcf-trt/, per TensorRT+GPU)")
-    g.add_argument("--dla-core", type=int, default=None, help="build for this DLA core (Jetson), GPU fallback on")
-
-
-def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The TensorRT options the user actually gave (unset ones keep the function defaults)."""
-    names = ("min_batch", "opt_batch", "max_batch", "workspace_mb", "timing_cache", "dla_core")
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-
-
-def tensorrt_available() -> str | None:
-    """None when TensorRT, cuda-python and a GPU are usable here, else why not."""
-    try:
-        trt_backend.TensorRTBackend.check_available()
-    except BackendUnavailable as exc:
-        return exc.message
-    return None
+        for backend in (bb, hd, ref_bb, ref_hd):
+            backend.close()

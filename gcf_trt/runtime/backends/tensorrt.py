@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -38,10 +39,13 @@ from .base import Backend
 if TYPE_CHECKING:  # tensorrt-stubs, for mypy (scripts/check_trt_types.sh); never imported here
     import tensorrt as trt
 
-INSTALL_HINT = ("TensorRT needs an NVIDIA GPU: pip install 'gcf-trt[trt]' (tensorrt + cuda-python); "
-                "on Jetson, TensorRT comes with JetPack (apt install nvidia-jetpack) and you add "
-                "pip install cuda-python; or build and run with --target cpu")
+INSTALL_HINT = ("TensorRT needs an NVIDIA GPU: pip install 'gcf-trt[trt-cu12]' (CUDA 12 driver >= 525) or "
+                "'gcf-trt[trt-cu13]' (driver >= 580); on Jetson (JetPack 6, CUDA 12) TensorRT comes with "
+                "JetPack and you add pip install 'cuda-python>=12,<13'; or build and run with --target cpu")
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
+CUDA_ERROR_NO_DEVICE = 100           # cudaErrorNoDevice
 MIN_VERSION = (8, 5)  # execute_async_v3 / name-based tensor API
+MAX_GRAPHS = 8        # CUDA graphs (one execution context each) kept per backend
 PLAN_RE = re.compile(r"^(?P<component>[a-z]+)\.(?P<model>[0-9a-f]+)\.(?P<precision>[a-z0-9]+)"
                      r"\.trt(?P<major>\d+)\.(?P<minor>\d+)\.sm(?P<sm>\d+)\.plan$")
 
@@ -73,7 +77,9 @@ def import_cudart() -> Any:
             from cuda import cudart  # cuda-python < 12.6 layout
         except ImportError as exc:
             raise BackendUnavailable(f"cuda-python is not installed ({exc})",
-                                     hint="pip install cuda-python (no pycuda needed)") from exc
+                                     hint="pip install 'cuda-python>=12,<13' for a CUDA 12 driver (JetPack 6, "
+                                          "driver < 580) or 'cuda-python>=13,<14' (driver >= 580); no pycuda "
+                                          "needed") from exc
     return cudart
 
 
@@ -97,9 +103,45 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", str(version))[:3])
 
 
+def cuda_python_version() -> str:
+    """The installed cuda-python distribution's version ("unknown" if its metadata is absent)."""
+    from importlib import metadata
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _driver_cuda(cudart: Any) -> str | None:
+    """The CUDA version the installed driver supports ("12.2"), None if it does not say."""
+    try:
+        err, version = cudart.cudaDriverGetVersion()
+    except Exception:  # noqa: BLE001 - a stand-in or an odd binding: the message just omits it
+        return None
+    if int(err) != 0 or not version:
+        return None
+    return f"{int(version) // 1000}.{int(version) % 1000 // 10}"
+
+
 def device_identity(cudart: Any, device: int = 0) -> dict[str, Any]:
-    """Name and compute capability of a CUDA device; BackendUnavailable when there is none."""
+    """Name and compute capability of a CUDA device; BackendUnavailable when there is none.
+
+    A driver older than cuda-python's CUDA major (cuda-python 13 needs driver >= 580; JetPack 6
+    and many hosts have CUDA 12 drivers) is reported as exactly that, with the install to fix it.
+    """
     err, count = cudart.cudaGetDeviceCount()
+    if int(err) == CUDA_ERROR_INSUFFICIENT_DRIVER:
+        bindings = cuda_python_version()
+        major = bindings.split(".")[0]
+        driver = _driver_cuda(cudart)
+        raise BackendUnavailable(
+            f"the NVIDIA driver is too old for cuda-python {bindings}"
+            + (f" (the driver supports CUDA {driver}, these bindings need CUDA {major})" if driver else "")
+            + " (cudaGetDeviceCount: cudaErrorInsufficientDriver)",
+            hint="install the cuda-python of the driver's CUDA major: pip install 'gcf-trt[trt-cu12]' "
+                 "(cuda-python>=12,<13; JetPack 6, drivers < 580), or upgrade the driver")
     if int(err) != 0 or not count:
         raise BackendUnavailable(f"no CUDA device answers (cudaGetDeviceCount: {getattr(err, 'name', err)})",
                                  hint="TensorRT needs an NVIDIA GPU and its driver; build with --target cpu")
@@ -188,9 +230,9 @@ class TensorRTBackend(Backend):
         built_for: the manifest's identity record (see :func:`check_plan_identity`).
         precision: what the plan computes in (default: from ``built_for`` or the file name).
         device: CUDA device index (default 0).
-        cuda_graph: capture ``execute_async_v3`` in a CUDA graph, one per batch size, and
-            replay it (less CPU launch overhead; useful on Jetson).  Copies stay outside the
-            graph.  Default False.
+        cuda_graph: capture ``execute_async_v3`` in a CUDA graph, one per input shape, each on
+            its own execution context, and replay it (less CPU launch overhead; useful on
+            Jetson).  Copies stay outside the graph.  Default False.
     """
 
     runtime = "tensorrt"
@@ -224,7 +266,8 @@ class TensorRTBackend(Backend):
         self._context: trt.IExecutionContext | None = context
         self._device_ptrs: list[int] = []
         self._host: dict[str, _PinnedArray] = {}
-        self._graphs: dict[tuple, tuple[Any, Any]] = {}
+        # input shapes -> (execution context, graph, graph exec); see _launch_graph
+        self._graphs: OrderedDict[tuple, tuple[Any, Any, Any]] = OrderedDict()
         self._stream = cuda_check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
                                   "cudaStreamCreateWithFlags")
         self._closed = False
@@ -277,12 +320,12 @@ class TensorRTBackend(Backend):
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._closed or self._context is None:
             raise EngineError(f"{self.path.name}: backend is closed")
-        cudart, ctx, stream = self._cudart, self._context, self._stream
+        cudart, stream = self._cudart, self._stream
         missing = [n for n in self._inputs if n not in feeds]
         if missing:
             raise InputError(f"{self.path.name}: missing input(s) {', '.join(missing)}")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        shape_key = []
+        shapes: dict[str, tuple[int, ...]] = {}
         for n in self._inputs:
             arr = np.ascontiguousarray(feeds[n], dtype=self._dtype[n])
             want = self.input_shapes[n]
@@ -292,19 +335,22 @@ class TensorRTBackend(Backend):
                 raise InputError(f"{self.path.name}: batch {arr.shape[0]} is outside the engine's profile "
                                  f"[{self._min_batch}, {self._max_batch}]",
                                  hint="rebuild with a larger --max-batch, or feed smaller batches")
-            if self._shapes.get(n) != arr.shape:
-                if not ctx.set_input_shape(n, arr.shape):
-                    raise InputError(f"{self.path.name}: TensorRT refused shape {arr.shape} for {n}")
-                self._shapes[n] = arr.shape
             host = self._host[n].array
             host[:arr.size] = arr.reshape(-1)
             cuda_check(cudart.cudaMemcpyAsync(self._dev[n], self._host[n].ptr, arr.nbytes, h2d, stream),
                        "cudaMemcpyAsync(H2D)")
-            shape_key.append(arr.shape)
+            shapes[n] = tuple(arr.shape)
         if self._cuda_graph:
-            self._launch_graph(tuple(shape_key))
-        elif not ctx.execute_async_v3(int(stream)):
-            raise EngineError(f"{self.path.name}: execute_async_v3 failed (see the TensorRT log)")
+            ctx = self._launch_graph(shapes)
+        else:
+            ctx = self._context
+            for n, shape in shapes.items():
+                if self._shapes.get(n) != shape:
+                    if not ctx.set_input_shape(n, shape):
+                        raise InputError(f"{self.path.name}: TensorRT refused shape {shape} for {n}")
+                    self._shapes[n] = shape
+            if not ctx.execute_async_v3(int(stream)):
+                raise EngineError(f"{self.path.name}: execute_async_v3 failed (see the TensorRT log)")
         out_shapes = {n: _dims(ctx.get_tensor_shape(n)) for n in self._outputs}
         for n in self._outputs:
             nbytes = int(np.prod(out_shapes[n], dtype=np.int64)) * self._dtype[n].itemsize
@@ -317,15 +363,37 @@ class TensorRTBackend(Backend):
             result[n] = self._host[n].array[:count].reshape(out_shapes[n]).copy()  # caller owns it
         return result
 
-    def _launch_graph(self, key: tuple) -> None:
-        """Replay the CUDA graph for these input shapes, capturing it on first use.
+    def _launch_graph(self, shapes: Mapping[str, tuple[int, ...]]) -> Any:
+        """Replay the CUDA graph for these input shapes (captured on first use); returns its context.
 
-        One plain ``execute_async_v3`` runs before capture: after a shape change TensorRT
-        updates internal state on the first enqueue, which must not happen during capture.
+        Each captured shape has its own execution context, shaped once and never re-shaped: a
+        graph records the kernels and launch parameters of the shape it was captured with, and
+        TensorRT does not promise that replaying it is valid after its context was re-shaped
+        (Torch-TensorRT documents a recorded graph as invalid for another shape).  Contexts
+        share the I/O buffers (one stream, so runs never overlap); each holds its own activation
+        memory, hence at most ``MAX_GRAPHS`` of them (least recently used one dropped).
+        One plain ``execute_async_v3`` runs before capture: the first enqueue after a shape is
+        set does setup work that must not be captured.
         """
-        cudart, ctx, stream = self._cudart, self._context, self._stream
-        assert ctx is not None
-        if key not in self._graphs:
+        cudart, stream, engine = self._cudart, self._stream, self._engine
+        assert engine is not None
+        key = tuple(shapes[n] for n in self._inputs)
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+            captured = self._graphs[key]
+        else:
+            while len(self._graphs) >= MAX_GRAPHS:
+                self._destroy_graph(self._graphs.popitem(last=False)[1])
+            ctx = engine.create_execution_context()
+            if ctx is None:
+                raise EngineError(f"{self.path.name}: TensorRT could not create an execution context for a "
+                                  f"CUDA graph (device memory?)", hint="run without cuda_graph=True")
+            for n, shape in shapes.items():
+                if not ctx.set_input_shape(n, shape):
+                    raise InputError(f"{self.path.name}: TensorRT refused shape {shape} for {n}")
+            for n, ptr in self._dev.items():
+                if not ctx.set_tensor_address(n, ptr):
+                    raise EngineError(f"{self.path.name}: set_tensor_address({n}) failed")
             if not ctx.execute_async_v3(int(stream)):
                 raise EngineError(f"{self.path.name}: execute_async_v3 failed before graph capture")
             cuda_check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
@@ -337,9 +405,18 @@ class TensorRTBackend(Backend):
                 cudart.cudaGraphDestroy(graph)
                 raise EngineError(f"{self.path.name}: this engine cannot be captured in a CUDA graph",
                                   hint="run without cuda_graph=True")
-            exe = cuda_check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-            self._graphs[key] = (graph, exe)
-        cuda_check(cudart.cudaGraphLaunch(self._graphs[key][1], stream), "cudaGraphLaunch")
+            # cudaGraphInstantiateWithFlags has one signature in CUDA 11, 12 and 13 (plain
+            # cudaGraphInstantiate changed its arguments in CUDA 12).
+            exe = cuda_check(cudart.cudaGraphInstantiateWithFlags(graph, 0), "cudaGraphInstantiateWithFlags")
+            captured = self._graphs[key] = (ctx, graph, exe)
+        cuda_check(cudart.cudaGraphLaunch(captured[2], stream), "cudaGraphLaunch")
+        return captured[0]
+
+    def _destroy_graph(self, captured: tuple[Any, Any, Any]) -> None:
+        ctx, graph, exe = captured
+        self._cudart.cudaGraphExecDestroy(exe)
+        self._cudart.cudaGraphDestroy(graph)
+        del ctx  # the context's activation memory goes with its last reference
 
     def close(self) -> None:
         if getattr(self, "_closed", True):
@@ -349,9 +426,8 @@ class TensorRTBackend(Backend):
         try:
             cudart.cudaStreamSynchronize(self._stream)
         finally:
-            for graph, exe in self._graphs.values():
-                cudart.cudaGraphExecDestroy(exe)
-                cudart.cudaGraphDestroy(graph)
+            for captured in self._graphs.values():
+                self._destroy_graph(captured)
             self._graphs.clear()
             for ptr in self._device_ptrs:
                 cudart.cudaFree(ptr)

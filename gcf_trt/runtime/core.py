@@ -64,6 +64,10 @@ class Prediction:
         latency_ms: ``preprocess`` (frames since the previous clip), ``backbone``, ``head`` and
             ``total`` (all ``push`` time since the previous prediction).
         ring_fill: number of valid clips the head fused.
+        stream_time_s, wall_time: the stream time and the wall-clock time (Unix seconds) of the
+            newest clip's last frame, set by whoever knows the source (``gcf_trt.runtime.pipeline``,
+            from :class:`~gcf_trt.runtime.sources.SourceFrame`); None when frames came bare.
+        source: the source's URI, credentials masked (set with the times).
     """
 
     label: str
@@ -75,6 +79,9 @@ class Prediction:
     clip_index: int
     latency_ms: dict[str, float]
     ring_fill: int
+    stream_time_s: float | None = None
+    wall_time: float | None = None
+    source: str | None = None
 
     @property
     def gate_values(self) -> np.ndarray:
@@ -93,6 +100,9 @@ class Prediction:
             "gates": [{**g.to_dict(), "gate": round(float(g.gate), 6)} for g in self.gates],
             "ring_fill": self.ring_fill,
             "latency_ms": {k: round(float(v), 3) for k, v in self.latency_ms.items()},
+            "stream_time_s": None if self.stream_time_s is None else round(float(self.stream_time_s), 3),
+            "wall_time": None if self.wall_time is None else round(float(self.wall_time), 3),
+            "source": self.source,
         }
 
 

@@ -333,10 +333,7 @@ class LiveRun:
         stream_time, wall_time = run.clock.at(prediction.frame_range[1])
         prediction.stream_time_s, prediction.wall_time, prediction.source = stream_time, wall_time, run.info.source
         segments = [run.segment_event(seg) for seg in run.tracker.update(prediction.gates)]
-        record = {**prediction.to_dict(), "source": run.info.source,
-                  "stream_time_s": None if stream_time is None else round(stream_time, 3),
-                  "wall_time": None if wall_time is None else round(wall_time, 3),
-                  "segments_completed": [s.to_dict() for s in segments]}
+        record = {**prediction.to_dict(), "segments_completed": [s.to_dict() for s in segments]}
         run.latest = prediction
         run.segments += segments
         event = PredictionEvent(stream, run.info.source, prediction, record, segments)

@@ -40,6 +40,7 @@ from .data import VideoSet, clip_overlap
 from .errors import InputError
 from .manifest import write_json_atomic
 from .preprocess import clips_from_frames
+from .spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS
 from .progress import progress_bar
 from .segments import Segment, segments_from_gates, temporal_iou
 
@@ -115,11 +116,11 @@ def torch_fns(model) -> tuple[BackboneFn, HeadFn]:
 
 def engine_fns(engines) -> tuple[BackboneFn, HeadFn]:
     def backbone(clips: np.ndarray) -> np.ndarray:
-        return engines.backbone.infer({"clip": np.ascontiguousarray(clips, np.float32)})["descriptor"]
+        return engines.backbone.infer({BACKBONE_INPUT: np.ascontiguousarray(clips, np.float32)})[BACKBONE_OUTPUT]
 
     def head(x: np.ndarray, mask: np.ndarray):
-        out = engines.head.infer({"descriptors": x, "mask": mask})
-        return out["logits"], out["gates"]
+        out = engines.head.infer({HEAD_INPUTS[0]: x, HEAD_INPUTS[1]: mask})
+        return out[HEAD_OUTPUTS[0]], out[HEAD_OUTPUTS[1]]
 
     return backbone, head
 

@@ -50,12 +50,13 @@ from onnx import TensorProto, helper
 from . import __version__
 from .errors import BackendUnavailable, EngineError, InputError
 from .fsutil import atomic_output_dir
-from .manifest import read_manifest, sha256_file, verify_files
+from .manifest import Manifest, read_manifest, sha256_file, verify_files
+from .spec import BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS
 
 CONFIG_NAME = "config.pbtxt"
 VERSION = "1"
-RING_INPUTS = ("descriptor", "ring_in", "mask_in")
-RING_OUTPUTS = ("logits", "gates", "ring_out", "mask_out")
+RING_INPUTS = (BACKBONE_OUTPUT, "ring_in", "mask_in")
+RING_OUTPUTS = (*HEAD_OUTPUTS, "ring_out", "mask_out")
 RING_CHECK_ATOL = 1e-5
 CPU_BACKENDS = ("onnxruntime", "openvino")
 
@@ -130,7 +131,7 @@ def triton_dtype(elem_type: int) -> str:
 
 
 def build_ring_head(head: onnx.ModelProto, ring_size: int, dim: int,
-                    descriptors: str = "descriptors", mask: str = "mask") -> onnx.ModelProto:
+                    descriptors: str = HEAD_INPUTS[0], mask: str = HEAD_INPUTS[1]) -> onnx.ModelProto:
     """Prepend the ring update to ``head``.
 
     Result: ``descriptor`` [B,D], ``ring_in`` [B,N,D], ``mask_in`` [B,N] ->
@@ -228,12 +229,12 @@ def check_ring_head(ring_head: onnx.ModelProto | str | os.PathLike, head: onnx.M
     mask = np.ones((batch, ring_size), np.float32)
     mask[min(1, batch - 1)] = 0.0
     mask[batch - 1, : ring_size // 2] = 0.0
-    got = dict(zip(RING_OUTPUTS, rh.run(list(RING_OUTPUTS), {"descriptor": desc, "ring_in": ring, "mask_in": mask})))
+    got = dict(zip(RING_OUTPUTS, rh.run(list(RING_OUTPUTS), {RING_INPUTS[0]: desc, "ring_in": ring, "mask_in": mask})))
     want_ring = np.concatenate([ring[:, 1:], desc[:, None]], axis=1)
     want_mask = np.concatenate([mask[:, 1:], np.ones((batch, 1), np.float32)], axis=1)
     if not (np.array_equal(got["ring_out"], want_ring) and np.array_equal(got["mask_out"], want_mask)):
         return float("inf")
-    want = dict(zip(("logits", "gates"), hd.run(["logits", "gates"], {"descriptors": want_ring, "mask": want_mask})))
+    want = dict(zip(HEAD_OUTPUTS, hd.run(list(HEAD_OUTPUTS), {HEAD_INPUTS[0]: want_ring, HEAD_INPUTS[1]: want_mask})))
     worst = max(worst, compare(got, want))
 
     # (2) a stream from the empty ring, longer than the ring so it wraps
@@ -244,7 +245,7 @@ def check_ring_head(ring_head: onnx.ModelProto | str | os.PathLike, head: onnx.M
     for _ in range(steps):
         desc = rng.standard_normal((batch, dim), dtype=np.float32)
         history.append(desc)
-        got = dict(zip(RING_OUTPUTS, rh.run(list(RING_OUTPUTS), {"descriptor": desc, "ring_in": ring, "mask_in": mask})))
+        got = dict(zip(RING_OUTPUTS, rh.run(list(RING_OUTPUTS), {RING_INPUTS[0]: desc, "ring_in": ring, "mask_in": mask})))
         recent = history[-ring_size:]
         ref_ring = np.zeros((batch, ring_size, dim), np.float32)
         ref_mask = np.zeros((batch, ring_size), np.float32)
@@ -252,7 +253,7 @@ def check_ring_head(ring_head: onnx.ModelProto | str | os.PathLike, head: onnx.M
         ref_mask[:, ring_size - len(recent):] = 1.0
         if not (np.array_equal(got["ring_out"], ref_ring) and np.array_equal(got["mask_out"], ref_mask)):
             return float("inf")
-        want = dict(zip(("logits", "gates"), hd.run(["logits", "gates"], {"descriptors": ref_ring, "mask": ref_mask})))
+        want = dict(zip(HEAD_OUTPUTS, hd.run(list(HEAD_OUTPUTS), {HEAD_INPUTS[0]: ref_ring, HEAD_INPUTS[1]: ref_mask})))
         worst = max(worst, compare(got, want))
         ring, mask = got["ring_out"], got["mask_out"]
     return worst
@@ -289,26 +290,12 @@ def _onnx_source(engines_dir: Path, manifest: dict[str, Any], name: str, overrid
     return None
 
 
-def engine_max_batch(manifest: dict[str, Any], name: str) -> int | None:
-    """The largest batch a TensorRT component's optimization profile accepts, if recorded.
-
-    ``gcf-trt build --target trt`` records ``tensorrt.builds[name].profile[tensor].max`` (and
-    ``tensorrt.options.max_batch``); ``components[name].options`` may also carry ``max_batch``.
-    """
-    comp = manifest["components"][name]
-    opts = comp.get("options") or {}
-    for key in ("max_batch", "max_batch_size"):
-        if isinstance(opts.get(key), int):
-            return opts[key]
-    section = manifest.get("tensorrt") or {}
-    build = (section.get("builds") or {}).get(name) or {}
-    profile = build.get("profile") or opts.get("profile") or {}
-    maxima = [v["max"][0] for v in profile.values()
-              if isinstance(v, dict) and isinstance(v.get("max"), (list, tuple)) and v["max"]]
-    if maxima:
-        return int(min(maxima))
-    top = (section.get("options") or {}).get("max_batch")
-    return int(top) if isinstance(top, int) else None
+def engine_max_batch(manifest: Manifest | dict[str, Any], name: str) -> int | None:
+    """The largest batch a TensorRT component's optimization profile accepts, if recorded
+    (:meth:`gcf_trt.manifest.Manifest.max_batch`, the one parser of the profile)."""
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(manifest)
+    return manifest.max_batch(name)
 
 
 def _tensor(name: str, dtype: str, dims: list[int], **extra: Any) -> dict[str, Any]:

@@ -21,25 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-
-
-def synthetic_videos(directory: Path, count: int = 4, frames: int = 96) -> None:
-    """Small real video files (moving shapes over noise) to calibrate on."""
-    rng = np.random.default_rng(0)
-    for v in range(count):
-        w, h = 160, 128
-        writer = cv2.VideoWriter(str(directory / f"v{v}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
-        bg = rng.integers(0, 120, (h, w, 3), dtype=np.uint8)
-        for i in range(frames):
-            f = bg.copy()
-            x = (i * (3 + v)) % (w - 30)
-            cv2.circle(f, (x + 15, h // 2), 14, (30 + 60 * v, 200, 255 - 40 * v), -1)
-            cv2.rectangle(f, (w - x - 20, 10), (w - x, 40), (200, 80, 40), -1)
-            writer.write(f)
-        writer.release()
 
 
 def stem_profile(path: Path, stem: str, clip: np.ndarray, threads: int, runs: int = 10) -> dict[str, float]:
@@ -70,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
+    from gcf_trt.bench.fixtures import labelled_videos
     from gcf_trt.compile.export import export_backbone, export_head
     from gcf_trt.compile.model import GCFNet
     from gcf_trt.compile.precision import agreement, calibration_clips, quantize_int8, split_holdout
@@ -84,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# exporting and calibrating in {tmp}", file=sys.stderr)
     export_backbone(model, tmp / "backbone.onnx")
     export_head(model, tmp / "head.onnx")
-    (tmp / "videos").mkdir()
-    synthetic_videos(tmp / "videos")
+    labelled_videos(tmp / "videos", 4, seed=9001)  # the product's procedural videos
     clips = calibration_clips(tmp / "videos", spec, max_clips=args.calib_clips + 4)
     calib, held = split_holdout(clips, holdout=4 / len(clips))
     q_info = quantize_int8(tmp / "backbone.onnx", tmp / "int8.onnx", calib)
@@ -145,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                "unknown CPU")
     print(f"Edge backbone ({spec.backbone}, width {spec.backbone_args.get('width', 32)}, "
           f"{spec.clip_len}x{spec.size}x{spec.size}), batch 1, {threads} threads, {cpu}, "
-          f"{args.rounds} interleaved rounds; random weights; INT8 calibrated on {len(calib)} synthetic clips, "
+          f"{args.rounds} interleaved rounds; random weights; INT8 calibrated on {len(calib)} clips of procedural videos, "
           f"kept FP32: {', '.join(q_info['excluded_nodes'])}; agreement on {len(held)} held-out clips.\n")
     print("| engine | runs in | median ms/clip | p90 ms | speed vs ORT FP32 | descriptor cosine min | top-1 agree |")
     print("|---|---|---|---|---|---|---|")

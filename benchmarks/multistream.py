@@ -18,7 +18,7 @@ head) and of ``queue+backbone+head`` (clip complete -> prediction), mean backbon
     python benchmarks/multistream.py --engines engines/ # your engines
 
 Without ``--engines`` a model is built into a temporary directory (needs the torch extra):
-``--quick`` the test suite's tiny model, otherwise the default edge3d spec (16x112x112 clips).
+``--quick`` the bench's quick model (gcf_trt.bench.fixtures.QUICK_SPEC), otherwise the default edge3d spec (16x112x112 clips).
 Writes benchmarks/results/multistream.json (or ``--out``).
 """
 from __future__ import annotations
@@ -27,7 +27,6 @@ import argparse
 import datetime as _dt
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -38,36 +37,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gcf_trt.bench.fixtures import CameraFrames, random_engines  # noqa: E402
 from gcf_trt.manifest import write_json_atomic  # noqa: E402
 from gcf_trt.runtime.engines import load_engines  # noqa: E402
 from gcf_trt.runtime.multistream import MultiStreamClassifier  # noqa: E402
 
-TINY = dict(backbone="edge3d", backbone_args={"width": 4, "blocks": [1, 1, 1, 1]}, clip_len=4, stride=4, size=32,
-            resize_short=36, ring_size=4, labels=["left", "right", "grow"], head_hidden=16, long_range=2)
+FRAME_SIZE = (96, 72)
 
 
-def build_engines(quick: bool, out: Path) -> Path:
-    import torch
-    from gcf_trt.compile.build import build_engines as build
-    from gcf_trt.compile.model import GCFNet, save_checkpoint
-    torch.manual_seed(0)
-    model = GCFNet.from_spec_args(**TINY) if quick else GCFNet.from_spec_args()
-    ckpt = save_checkpoint(model.eval(), out / "model.pt")
-    build(ckpt, out / "engines", target="cpu", precision="fp32")
-    return out / "engines"
-
-
-def synthetic_frames(stream: int, count: int, size=(96, 72)) -> list[np.ndarray]:
-    rng = np.random.default_rng(stream)
-    w, h = size
-    background = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
-    frames = []
-    for i in range(count):
-        f = background.copy()
-        x = (i * (2 + stream) + 7 * stream) % (w - 12)
-        f[h // 3:h // 3 + 12, x:x + 12] = (40, 200, 250)
-        frames.append(f)
-    return frames
+def synthetic_frames(stream: int, count: int, size=FRAME_SIZE) -> list[np.ndarray]:
+    """The bench's camera-like frames, different per stream."""
+    return list(CameraFrames(count / 30.0, size=size, seed=stream))
 
 
 def run_once(engines, frames: dict[int, list[np.ndarray]], batching: bool, max_batch: int, timeout_ms: float) -> dict:
@@ -120,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if engines_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="gcf-bench-")
         print("building engines (torch) ...", flush=True)
-        engines_dir = build_engines(args.quick, Path(tmp.name))
+        engines_dir = random_engines(Path(tmp.name), quick=args.quick)
     engines = load_engines(engines_dir, runtime=args.runtime, options={"threads": args.threads})
     spec = engines.spec
     frames_per_stream = ((clips_per_stream - 1) * spec.stride + spec.clip_len) * spec.frame_step
@@ -160,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
              for k in args.streams if throughput(k, True) and throughput(k, False)}
     report = {
         "benchmark": "multistream", "quick": args.quick,
-        "engines": str(args.engines) if args.engines else ("built: tiny test model" if args.quick else "built: default edge3d"),
+        "engines": str(args.engines) if args.engines else ("built: the bench's quick model" if args.quick else "built: default edge3d"),
         "runtime": engines.backbone.runtime, "threads": args.threads,
         "spec": {k: getattr(spec, k) for k in ("backbone", "backbone_args", "clip_len", "stride", "size", "ring_size", "dim")},
         "clips_per_stream": clips_per_stream, "repeats": repeats, "timeout_ms": args.timeout_ms,

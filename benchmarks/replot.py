@@ -3,14 +3,11 @@
 
     python benchmarks/replot.py [benchmarks/results]
 """
-import json
 import sys
-from pathlib import Path
 
 from gcf_trt import bench
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results")
-    results = json.loads((out / "latest.json").read_text())
-    for path in bench.write_results(results, out):
+    out = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results"
+    for path in bench.write_results(bench.read_results(out), out):
         print(f"wrote {path}")

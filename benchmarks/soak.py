@@ -53,27 +53,15 @@ from gcf_trt.manifest import write_json_atomic  # noqa: E402
 from gcf_trt.runtime import Backoff, StreamingClassifier, open_source, redact  # noqa: E402
 
 TARGET_GROWTH_PCT = 5.0
-TINY = dict(backbone="edge3d", backbone_args={"width": 4, "blocks": [1, 1, 1, 1]}, clip_len=4, stride=4, size=32,
-            resize_short=36, ring_size=4, labels=["left", "right", "grow"], head_hidden=16, long_range=2)
-
-BUILD = """
-import sys, torch
-from gcf_trt.compile.build import build_engines
-from gcf_trt.compile.model import GCFNet, save_checkpoint
-torch.manual_seed(0)
-spec = {spec!r}
-model = (GCFNet.from_spec_args(**spec) if spec else GCFNet.from_spec_args()).eval()
-ckpt = save_checkpoint(model, {ckpt!r})
-build_engines(ckpt, {out!r}, target="cpu", precision="fp32", runtime="onnxruntime")
-"""
 
 
 def build_engines_subprocess(quick: bool, work: Path) -> Path:
-    out = work / "engines"
-    code = BUILD.format(spec=TINY if quick else {}, ckpt=str(work / "model.pt"), out=str(out))
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
+    """Random-weights FP32 ONNX Runtime engines, built in a process of its own so that this one
+    never imports torch (its RSS is the runtime's alone)."""
+    cmd = [sys.executable, "-m", "gcf_trt.bench.fixtures", str(work), "--runtime", "onnxruntime"]
+    subprocess.run(cmd + (["--quick"] if quick else []), check=True, cwd=ROOT,
                    env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
-    return out
+    return work / "engines"
 
 
 # ----------------------------------------------------------------------------- cameras

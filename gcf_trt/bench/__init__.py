@@ -21,7 +21,7 @@ from typing import Any
 
 _EXPORTS = {
     "Config": "config", "SECTIONS": "config", "FULL_BUDGETS": "config",
-    "run": "runner", "summarize": "timing", "interleaved": "timing", "Deadline": "timing",
+    "run": "runner", "benchmark": "runner", "summary_lines": "report", "summarize": "timing", "interleaved": "timing", "Deadline": "timing",
     "TARGETS": "report", "HEADLINE_KEYS": "report", "headline": "report", "evaluate_targets": "report",
     "write_results": "report", "read_results": "report", "markdown": "tables",
 }

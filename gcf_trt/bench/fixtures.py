@@ -80,3 +80,52 @@ def labelled_videos(out: Path, count: int, seed: int) -> list[Path]:
     """``count`` of the product's procedural action videos (:func:`gcf_trt.data.make_videos`)."""
     from ..data import make_videos
     return [r.path for r in make_videos(out, count, seed=seed)]
+
+
+def calibration_videos(out: Path, spec, calibration, seed: int) -> int:
+    """Enough procedural videos in ``out`` for a build with ``calibration``
+    (:class:`gcf_trt.compile.options.CalibrationOptions`): its gate's held-out predictions
+    (whole videos, one prediction per clip) plus its calibration clips, plus one video of margin.
+
+    Written a few videos per subdirectory (the build reads the directory recursively).
+    Returns the number of clips the videos give.
+    """
+    import math as _math
+    from ..data import make_videos
+    from ..preprocess import clip_starts
+    need = calibration.gate_predictions + calibration.clips
+    batch = 2 if need <= 64 else 8
+    total = part = 0
+    while total < need * 1.1 or part * batch < 2:  # >= 2 videos: one held out, one to calibrate on
+        for r in make_videos(Path(out) / f"part{part:02d}", batch, seed=seed + part):
+            total += min(64, len(clip_starts(_math.ceil(r.num_frames / spec.frame_step), spec)))
+        part += 1
+    return total
+
+
+def random_engines(out: Path, *, quick: bool, runtime: str | None = None) -> Path:
+    """FP32 engines of a random-weights model (:data:`QUICK_SPEC` or the default ``ModelSpec``)
+    in ``out/engines``; the checkpoint beside them.  For scripts that time the runtime only."""
+    from ..compile.build import build_engines
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = random_checkpoint(out / "model.pt", dict(QUICK_SPEC) if quick else {})
+    build_engines(ckpt, out / "engines", target="cpu", precision="fp32", runtime=runtime)
+    return out / "engines"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gcf_trt.bench.fixtures OUT [--quick] [--runtime R]``: :func:`random_engines` in a
+    process of its own (so a caller that must never import torch, e.g. the soak test, stays clean)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m gcf_trt.bench.fixtures", description=main.__doc__)
+    parser.add_argument("out")
+    parser.add_argument("--quick", action="store_true", help="the bench's tiny model (default: ModelSpec defaults)")
+    parser.add_argument("--runtime", default=None, help="force onnxruntime or openvino")
+    args = parser.parse_args(argv)
+    print(random_engines(Path(args.out), quick=args.quick, runtime=args.runtime))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -148,6 +148,20 @@ def evaluate_targets(h: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def summary_lines(results: dict[str, Any], files: list[Path]) -> list[str]:
+    """What ``gcf-trt bench`` prints at the end: one line per target, the files, the failures."""
+    lines = [""]
+    for t in results["targets"]:
+        value = "n/a" if t["value"] is None else f"{t['value']:.3g}"
+        lines.append(f"{t['status']:4s}  {t['key']:30s} {value:>8s}  (target {t['target']})")
+    lines.append(f"wrote {', '.join(str(f) for f in files)}")
+    for name, v in (results.get("over_budget") or {}).items():
+        lines.append(f"section {name} took {v['took_s']:.0f} s, over its budget of {v['budget_s']:.0f} s")
+    if results.get("errors"):
+        lines.append(f"sections with errors: {', '.join(results['errors'])} (details in latest.json 'errors')")
+    return lines
+
+
 # ----------------------------------------------------------------------------- files
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -70,6 +70,13 @@ def _timed(results: dict[str, Any], name: str, budget: float | None, say, fn: Ca
     return value
 
 
+def benchmark(config: Config, say: Callable[[str], None] = print) -> tuple[dict[str, Any], list[Path]]:
+    """Run the benchmark and write its files into ``config.out``; returns the results and the files."""
+    from .report import write_results
+    results = run(config, say)
+    return results, write_results(results, config.out, make_plots=config.plots)
+
+
 def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark; returns the results dict (written by :func:`gcf_trt.bench.report.write_results`)."""
     with _quiet_logs():
@@ -78,7 +85,8 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Any]:
 
 def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
     from . import engines as eng
-    from .fixtures import QUICK_SPEC, labelled_videos, random_checkpoint
+    from .engines import calibration_options
+    from .fixtures import QUICK_SPEC, calibration_videos, random_checkpoint
     from .machine import machine_info, native_bf16
     from .report import HEADLINE_KEYS, evaluate_targets, headline
     t_start = time.perf_counter()
@@ -106,9 +114,9 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
         from ..compile.model import load_checkpoint
         model = load_checkpoint(checkpoint).eval()
         results["model"] = {"spec": model.spec.to_dict(), "weights": weights, "checkpoint": str(checkpoint)}
-        say("writing calibration videos (gcf_trt.data.make_videos)")
         calib = work / "calib"
-        labelled_videos(calib, 2 if config.quick else 6, seed=9001)
+        clips = calibration_videos(calib, model.spec, calibration_options(config.build_options), seed=9001)
+        say(f"wrote calibration videos for {clips} clips (gcf_trt.data.make_videos)")
         builds = eng.prepare(checkpoint, work / "engines", calib, say, build_options=config.build_options,
                              int8_build=not config.quick)
         builds.trt = eng.tensorrt_builds(checkpoint, work / "engines", calib, say)

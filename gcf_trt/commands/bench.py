@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-from pathlib import Path
 
-from ..bench.config import SECTIONS as SECTION_NAMES
+from ..bench.config import SECTIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="tiny model and counts (under a minute): proves the harness works, not speed")
     p.add_argument("--out", default=None,
-                   help="results directory (default: benchmarks/results for a full run, a temporary "
-                        "directory for --quick so committed results are not overwritten)")
+                   help="results directory (default: benchmarks/results for a full run of every section, a "
+                        "temporary directory for --quick or --sections, so a partial run never overwrites "
+                        "the committed results)")
     p.add_argument("--work-dir", default=None, help="where engines and videos are built (default: temporary)")
     p.add_argument("--checkpoint", default=None,
                    help="the model to benchmark: speed and INT8 agreement are both measured on it (default: "
@@ -25,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None,
                    help="seconds per interleaved comparison in a full run (default 20; every section "
                         "also stops at its time budget)")
-    p.add_argument("--sections", default=None, help=f"comma-separated subset of: {','.join(SECTION_NAMES)}")
+    p.add_argument("--sections", default=None, help=f"comma-separated subset of: {','.join(SECTIONS)}")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if any section raised (CI); an unavailable backend is not an error")
@@ -38,30 +37,10 @@ def _bench(args: argparse.Namespace) -> int:
     # would flatter every engine's speedup over it.  PASSIVE is the fair baseline; an explicit
     # OMP_WAIT_POLICY in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ..bench import Config, run, write_results
-    from ..errors import InputError
+    from ..bench import Config, benchmark, summary_lines
     sections = [s.strip() for s in args.sections.split(",") if s.strip()] if args.sections else None
-    unknown = sorted(set(sections or ()) - set(SECTION_NAMES))
-    if unknown:
-        raise InputError(f"--sections: unknown section(s) {', '.join(unknown)}",
-                         hint=f"choose from {', '.join(SECTION_NAMES)}")
-    if args.duration is not None and not args.duration > 0:
-        raise InputError(f"--duration must be > 0, got {args.duration}", hint="give seconds, e.g. --duration 20")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise InputError(f"--checkpoint {args.checkpoint} does not exist",
-                         hint="give a checkpoint written by 'gcf-trt train' (or omit it for random weights)")
-    out = args.out or (os.path.join(tempfile.gettempdir(), "gcf-trt-bench-quick") if args.quick
-                       else "benchmarks/results")
-    config = Config(args.quick, out=out, work=args.work_dir, checkpoint=args.checkpoint, duration=args.duration,
-                    plots=not args.no_plots, sections=sections)
-    results = run(config, say=lambda m: print(m, flush=True))
-    files = write_results(results, out, make_plots=config.plots)
-    print()
-    for t in results["targets"]:
-        value = "n/a" if t["value"] is None else f"{t['value']:.3g}"
-        print(f"{t['status']:4s}  {t['key']:30s} {value:>8s}  (target {t['target']})")
-    print(f"wrote {', '.join(str(Path(f)) for f in files)}")
-    if results.get("errors"):
-        print(f"sections with errors: {', '.join(results['errors'])} (details in latest.json 'errors')")
-        return 1 if args.strict else 0
-    return 0
+    config = Config(args.quick, out=args.out, work=args.work_dir, checkpoint=args.checkpoint,
+                    duration=args.duration, plots=not args.no_plots, sections=sections)
+    results, files = benchmark(config, say=lambda m: print(m, flush=True))
+    print("\n".join(summary_lines(results, files)))
+    return 1 if args.strict and results.get("errors") else 0

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..engines import Built, Builds, build, calibration_options
-from ..fixtures import labelled_videos
+from ..fixtures import calibration_videos, labelled_videos
 from ..timing import error_text
 
 CALIB_SEED, EVAL_SEED = 7001, 7002  # not the training seeds (gcf_trt.train uses 0..)
@@ -89,11 +89,11 @@ def section(ctx) -> dict[str, Any]:
     else:
         note = f"trained checkpoint {Path(model_ckpt).name} (speed is timed on another model: pass --checkpoint)"
         calib = work / "calib"
-        labelled_videos(calib, 8, seed=CALIB_SEED)
         fp32 = build("agreement_fp32", Path(model_ckpt), work / "fp32", say, target="cpu", precision="fp32",
                      runtime="onnxruntime", **config.build_options)
         if not isinstance(fp32, Built):
             raise RuntimeError(f"the agreement model's FP32 build failed: {fp32.reason}")
+        calibration_videos(calib, fp32.spec, calibration_options(config.build_options), seed=CALIB_SEED)
         builds = prepare_int8_only(Path(model_ckpt), work, calib, fp32, say, config.build_options)
         spec = fp32.spec
     if not builds.int8_file:

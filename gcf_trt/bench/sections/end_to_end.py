@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..fixtures import VIDEO_FPS, VIDEO_SIZE
 

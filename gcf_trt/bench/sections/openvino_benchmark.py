@@ -57,7 +57,7 @@ def section(ctx) -> dict[str, Any]:
     if ctx.builds.int8_file:
         files["int8"] = ctx.builds.int8_file
     runs = [(p, mode) for p in files for mode in ("throughput_async", "latency_sync")]
-    seconds = 1.0 if ctx.config.quick else max(0.5, min(4.0, ctx.deadline.cap(4.0, 1.0 / len(runs)) or 4.0))
+    seconds = 0.3 if ctx.config.quick else max(0.5, min(4.0, ctx.deadline.cap(4.0, 1.0 / len(runs)) or 4.0))
     out: dict[str, Any] = {"method": "benchmark_app defaults: THROUGHPUT hint, OPTIMAL_NUMBER_OF_INFER_REQUESTS "
                                      "via AsyncInferQueue, B=1; and the LATENCY hint with one synchronous request",
                            "files": {k: v.name for k, v in files.items()}}

@@ -147,5 +147,5 @@ def section(ctx) -> dict[str, Any]:
     cost = backbone_cost(ctx.model.backbone.eval(), ctx.spec)
     peaks = machine_peaks(ctx.config.peak_size, repeats=3 if ctx.config.quick else 8, bf16=native_bf16(),
                           deadline=ctx.deadline, say=ctx.say)
-    latency = ctx.results.get("backbone_latency")
+    latency = ctx.results.get("backbone")
     return {"cost": cost, "peaks": peaks, **(roofline(cost, peaks, latency) if latency else {})}

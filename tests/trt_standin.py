@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import importlib.machinery
 import json
 import sys
 import types
@@ -43,6 +44,8 @@ def make_tensorrt(version: str = "10.8.0.43", num_dla_cores: int = 0) -> types.M
     major = _version_major(version)
     mod = types.ModuleType("tensorrt")
     mod.__version__ = version
+    # importlib.util.find_spec("tensorrt") (the ONNX exporter asks) needs a spec on a module in sys.modules
+    mod.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     calls: list[tuple[str, str, Any]] = []
     mod.calls = calls  # type: ignore[attr-defined]
     mod.runtimes_created = 0  # type: ignore[attr-defined]

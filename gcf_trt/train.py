@@ -1,4 +1,13 @@
-"""Train a GCF-Net on a labelled video set (``gcf-trt make-videos``), on the CPU in minutes.
+"""Train a GCF-Net on a user's labelled videos (or the procedural set), on a CPU.
+
+Data: any layout :class:`gcf_trt.data.VideoSet` reads (class folders, an annotation file with
+optional action windows, ``gcf-trt make-videos`` output), split into train / validation with
+the clips of one video on one side (docs/TRAINING.md).
+
+Modes (:class:`TrainConfig` ``mode``): ``scratch`` (edge3d from random weights, the demo
+model's recipe below), ``finetune`` (the same, starting from a backbone weights file) and
+``freeze`` (the backbone as loaded from the file; stage 2 below trains the clip classifier
+on cached descriptors instead of the backbone, then stage 3).
 
 Recipe (see docs/ACCURACY.md):
 
@@ -6,7 +15,8 @@ Recipe (see docs/ACCURACY.md):
    (:class:`gcf_trt.preprocess.Preprocessor` for the resize + crop, then the spec's
    normalisation; ``tests/test_train.py`` checks the result equals
    :func:`gcf_trt.preprocess.clips_from_frames`).  A clip is an *action clip* when at least
-   ``action_overlap`` of its frames lie in the labelled action window, else *background*.
+   ``action_overlap`` of its frames lie in the labelled action window (the whole video when
+   none is annotated), else *background*.
 2. **Backbone + clip classifier** on single clips: cross-entropy with the video's label on
    action clips; on background clips a cross-entropy towards the uniform distribution ("no
    class here"), so the clip classifier used by the central-clip and averaging baselines is
@@ -14,17 +24,18 @@ Recipe (see docs/ACCURACY.md):
    the descriptor (BCE against the clip's overlap fraction) makes the descriptor carry "is this
    the action" for the gates.  Each epoch takes every action clip and a fresh random subset of
    ``background_ratio`` x as many background clips.  Augmentations (:class:`Augment`):
-   horizontal / vertical flips and time reversal with their label swaps, RGB channel
-   permutation, brightness gain.
-3. **Fusion head** on cached descriptors of whole videos (backbone frozen; original and
-   flipped videos): cross-entropy on the video label + ``gate_weight`` x BCE between each
-   clip's gate and its overlap fraction (gate supervision, which also makes the gates usable
-   for temporal localization, :mod:`gcf_trt.segments`).  Videos are left-padded to
-   ``ring_size`` slots with mask 0 exactly like the streaming ring; the cached set holds each
-   video once as is and once mirrored and/or reversed.
+   horizontal flip, and for the procedural classes vertical flip and time reversal with their
+   label swaps; RGB channel permutation, brightness gain.
+3. **Fusion head** on cached descriptors of whole videos (backbone frozen; original and, for
+   the procedural set, flipped videos): cross-entropy on the video label + ``gate_weight`` x
+   BCE between each clip's gate and its overlap fraction (gate supervision, which also makes
+   the gates usable for temporal localization, :mod:`gcf_trt.segments`).  Videos are
+   left-padded to ``ring_size`` slots with mask 0 exactly like the streaming ring.
 
-``threads`` defaults to 1: on a 2-core box shared with other jobs, 2 torch threads made a
-training step ~10x slower (OpenMP workers spin-waiting for a core).
+Every epoch ends with an atomic checkpoint that also holds the training state (``--resume``).
+
+``threads`` defaults to 1: when other jobs share the cores, 2 torch threads made a training
+step ~10x slower (OpenMP workers spin-waiting for a core); on a machine of your own, raise it.
 """
 from __future__ import annotations
 

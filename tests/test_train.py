@@ -143,10 +143,24 @@ def test_train_cli_flag_errors_name_the_flag(folder_set, tmp_path):
                            (["--val-fraction", "20"], "--val-fraction must be in [0, 1)"),
                            (["--backbone", "r3d_18"], "r3d_18 from random weights"),
                            (["--backbone-weights", str(tmp_path / "missing.pt")], "does not exist"),
-                           (["--resume"], "does not exist")]:
+                           (["--resume"], "does not exist"),
+                           (["--finetune"], "--finetune needs --backbone-weights")]:
         proc = subprocess.run([sys.executable, "-m", "gcf_trt.cli", "train", "--videos", str(folder_set),
                                "--out", str(tmp_path / "x.pt"), *args], capture_output=True, text=True, timeout=120)
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error[")]
         assert proc.returncode == 1 and len(errors) == 1 and fragment in errors[0], proc.stderr
         assert sum(ln.startswith("hint: ") for ln in proc.stderr.splitlines()) == 1
         assert "Traceback" not in proc.stderr
+
+
+def test_finetune_starts_from_the_file_and_trains_the_backbone(folder_set, weights_file, tmp_path):
+    cfg = TrainConfig(backbone_weights=str(weights_file), **{**FROZEN, "mode": "finetune", "epochs": 1,
+                                                              "head_epochs": 2, "batch": 8})
+    result = train(folder_set, tmp_path / "ft.pt", cfg, log=lambda m: None, progress=False)
+    model = load_checkpoint(result.checkpoint)
+    saved = torch.load(weights_file, weights_only=True)
+    changed = [k for k, v in model.backbone.state_dict().items() if k.endswith("weight") and
+               not torch.equal(v, saved[k])]
+    assert changed                                             # the whole network trained
+    state = torch.load(result.checkpoint, weights_only=True)["extra"]
+    assert state["train_state"]["stage"] == "done" and state["train_config"]["mode"] == "finetune"

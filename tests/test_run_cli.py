@@ -55,6 +55,8 @@ def test_run_jsonl_output_video_and_max_frames(calibrated_engines, video_file, t
     assert count_frames(video) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "clip.mp4", "preds.jsonl"]  # no temp
     assert "10 frames, 2 clips" in err
+    # The codec is named (H.264 where this machine has an encoder; else which one and why).
+    assert f"video: {video} as " in err and ("H264 (" in err or "no H.264 encoder" in err)
 
 
 def test_run_errors_exit_1(calibrated_engines, video_file, tmp_path, capsys):
@@ -161,3 +163,30 @@ def test_run_reports_action_segments(demo_engines, tmp_path):
     best = max(temporal_iou(span, (plan.start, plan.end)) for span in spans)
     assert best >= 0.5, (spans, plan.start, plan.end)
     assert lines[-1]["label"] == plan.label_name
+
+
+def test_bad_flags_are_one_line_naming_the_flag(tmp_path, video_file):
+    """Each bad value: exit 1, one error line naming the flag (not the Python parameter), one hint,
+    no traceback - and before any engine loads (the engines dir here does not even exist)."""
+    import socket
+    missing = str(tmp_path / "no-engines")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        cases = [(["--top-k", "0"], "error[input]: --top-k must be >= 1, got 0"),
+                 (["--max-frames", "0"], "error[input]: --max-frames must be >= 1, got 0"),
+                 (["--fps", "-2"], "error[input]: --fps must be > 0, got -2"),
+                 (["--threads", "x"], "error[input]: --threads takes an integer, got 'x'"),
+                 (["--reconnect-max-delay", "0"], "error[input]: --reconnect-max-delay must be > 0, got 0"),
+                 (["--serve", "localhost:port"], "error[input]: --serve 'localhost:port' is not HOST:PORT"),
+                 (["--serve", f"127.0.0.1:{busy}"], f"error[output]: --serve cannot listen on 127.0.0.1:{busy}"),
+                 (["--events", "kafka://broker/t"], "error[input]: --events kafka://broker/t: unknown scheme"),
+                 (["--transport", "tcp"], "error[input]: an RTSP transport applies to rtsp:// sources")]
+        for flags, expected in cases:
+            proc = run_cli("run", str(video_file), "--engines", missing, *flags, timeout=60)
+            err = proc.stderr.strip().splitlines()
+            assert proc.returncode == 1, (flags, proc.stderr)
+            assert err[0].startswith(expected), (flags, err)
+            assert len(err) == 2 and err[1].startswith("hint: "), (flags, err)
+            assert "Traceback" not in proc.stderr and "top_k" not in proc.stderr

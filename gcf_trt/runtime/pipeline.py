@@ -497,20 +497,27 @@ def _no_clip(shown: str, classifier: Any) -> None:
 
 
 def make_sinks(config: RunConfig) -> list[Sink]:
-    """The sinks :class:`RunConfig` asks for, in the order they get each event."""
+    """The sinks :class:`RunConfig` asks for, in the order they get each event.  Each one checks
+    its target now (extension, port, broker URL), before any engine loads; if one fails, those
+    made before it are closed."""
     sinks: list[Sink] = []
-    if config.show:
-        sinks.append(ShowSink())
-    if config.output:
-        sinks.append(VideoSink(config.output, config.fps))
-    if config.events:
-        from .events import open_events
-        sinks.append(open_events(config.events))
-    if config.serve:
-        from .serve import LiveServer
-        sinks.append(LiveServer(config.serve, max_fps=config.serve_fps))
-    if config.jsonl is not None:
-        sinks.append(JsonLinesSink(None if config.jsonl == "-" else config.jsonl))
+    try:
+        if config.show:
+            sinks.append(ShowSink())
+        if config.output:
+            sinks.append(VideoSink(config.output, config.fps))
+        if config.events:
+            from .events import open_events
+            sinks.append(open_events(config.events))
+        if config.serve:
+            from .serve import LiveServer
+            sinks.append(LiveServer(config.serve, max_fps=config.serve_fps))
+        if config.jsonl is not None:
+            sinks.append(JsonLinesSink(None if config.jsonl == "-" else config.jsonl))
+    except BaseException:
+        for sink in sinks:
+            sink.close(False)
+        raise
     return sinks
 
 

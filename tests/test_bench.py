@@ -34,7 +34,7 @@ def positive_finite(value) -> bool:
 
 
 def openvino_usable() -> bool:
-    return bench_engines.runtime_status().get("openvino") is None
+    return "openvino" not in bench_engines.unusable_runtimes()
 
 
 # ----------------------------------------------------------------------------- timing core
@@ -107,9 +107,8 @@ class _FakeBuilds:
 
 
 def test_missing_backends_are_recorded_not_raised(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench_engines, "runtime_status",
-                        lambda: {"onnxruntime": None, "openvino": "OpenVINO cannot be imported: test",
-                                 "tensorrt": "TensorRT is not installed"})
+    monkeypatch.setattr(bench_engines, "unusable_runtimes",
+                        lambda: {"openvino": "OpenVINO cannot be imported: test", "tensorrt": "TensorRT is not installed"})
     cands = {c.name: c for c in bench_engines.candidates(_FakeBuilds(tmp_path), bf16=(True, ""))}
     assert cands["onnxruntime_fp32"].unavailable is None
     assert "no INT8 backbone file" in cands["onnxruntime_int8"].unavailable
@@ -126,8 +125,7 @@ def test_bf16_is_skipped_where_the_cpu_cannot_do_it(monkeypatch, tmp_path):
     monkeypatch.setattr(machine, "_cpu_flags_and_model", lambda: ("AVX2 test CPU", ["avx2", "fma"]))
     native, why = machine.native_bf16()
     assert not native and "not supported by this CPU" in why
-    monkeypatch.setattr(bench_engines, "runtime_status", lambda: {"onnxruntime": None, "openvino": None,
-                                                                  "tensorrt": "no"})
+    monkeypatch.setattr(bench_engines, "unusable_runtimes", lambda: {"tensorrt": "no"})
     cands = {c.name: c for c in bench_engines.candidates(_FakeBuilds(tmp_path), bf16=(native, why))}
     assert "not supported by this CPU" in cands["openvino_bf16"].unavailable
     assert cands["openvino_fp32"].unavailable is None

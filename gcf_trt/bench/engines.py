@@ -15,13 +15,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..runtime.stream import BACKBONE_INPUT as CLIP
-from ..runtime.stream import HEAD_INPUTS
+from ..spec import BACKBONE_INPUT as CLIP
+from ..spec import BACKBONE_OUTPUT as DESCRIPTOR
+from ..spec import HEAD_INPUTS
 from .timing import error_text
 
 Say = Callable[[str], None]
-# The tensor contract, named once for the whole bench (the runtime's names).
-DESCRIPTORS, MASK = HEAD_INPUTS
+DESCRIPTORS, MASK = HEAD_INPUTS  # the tensor contract (gcf_trt.spec), under short names
 
 
 @dataclass
@@ -148,17 +148,17 @@ def prepare(checkpoint: Path, work: Path, calib: Path, say: Say, *, build_option
 
 def tensorrt_builds(checkpoint: Path, work: Path, calib: Path, say: Say) -> dict[str, Built | Failed]:
     """TensorRT FP16 and INT8 builds where TensorRT and a GPU answer (else the reason)."""
-    reason = runtime_status().get("tensorrt")
+    reason = unusable_runtimes().get("tensorrt")
     if reason:
         return {p: Failed(f"trt_{p}", reason, {}) for p in ("fp16", "int8")}
     return {p: build(f"trt_{p}", checkpoint, work / f"trt_{p}", say, target="trt", precision=p,
                      **({"calib": calib} if p == "int8" else {})) for p in ("fp16", "int8")}
 
 
-def runtime_status() -> dict[str, str | None]:
-    """``{runtime: None if usable here, else why not}`` (the runtime's own probe)."""
-    from ..runtime.backends import available_runtimes
-    return available_runtimes()
+def unusable_runtimes() -> dict[str, str]:
+    """``{runtime: why it cannot run here}`` for the runtimes that cannot (the runtime's own probe)."""
+    from ..runtime.backends import runtime_status
+    return {name: st.reason or "unavailable" for name, st in runtime_status().items() if not st.available}
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -190,7 +190,7 @@ def candidates(builds: Builds, *, bf16: tuple[bool, str]) -> list[Candidate]:
     ``cpu_build`` and ``fp32_build`` are the two builds' backbones as ``load_engines`` opens
     them; the other rows are the runtime x precision matrix on the same files.
     """
-    status = runtime_status()
+    status = unusable_runtimes()
     fp32_onnx, int8_onnx = builds.fp32.dir / "backbone.onnx", builds.int8_file
     no_int8 = None if int8_onnx else f"no INT8 backbone file ({builds.int8_source})"
     cands = [Candidate("torch_eager_fp32", "torch", "fp32")]

@@ -75,46 +75,54 @@ def head_latency(heads: dict[str, tuple[dict[str, Any], Any]], dim: int, backbon
 
 
 def section_head(ctx) -> dict[str, Any]:
-    """The head as the build ships it (``load_engines``' head for the ring size N, its runtime
-    and options for other N), and ONNX Runtime default / 1 thread for comparison."""
+    """The head as the runtime runs it (``load_engines``' head: the numpy head where the build
+    ships one, else the head engine), and ``head.onnx`` on ONNX Runtime (default threads and one
+    thread) for comparison; for the model's ring size N and, in a full run, N = 16 and 32 (the
+    same weights exported again)."""
     from ...runtime.backends import open_backend
     from ...runtime.engines import load_engines
+    from ...runtime.head import NumpyHead
     spec, engines_dir = ctx.spec, ctx.engines_dir
     engines = load_engines(engines_dir)
-    comp = engines.manifest.component("head")
-    built = (comp["runtime"], dict(comp.get("options") or {}))
-    variants = [("as built", *built)]
-    for label, options in (("onnxruntime", {}), ("onnxruntime threads=1", {"threads": 1})):
-        if ("onnxruntime", options) != (built[0], {k: v for k, v in built[1].items() if v is not None}):
-            variants.append((label, "onnxruntime", options))
-    files = {spec.ring_size: engines_dir / comp["file"]}
+    built = engines.head
+    onnx_files = {spec.ring_size: engines_dir / engines.manifest.component("head")["file"]}
     extra = [n for n in ctx.config.head_ring_sizes if n != spec.ring_size]
     if extra:
         ctx.say(f"exporting heads for N = {extra}")
-        files.update(export_heads(ctx.model, ctx.work, extra))
+        onnx_files.update(export_heads(ctx.model, ctx.work, extra))
+    comp = engines.manifest.component("head")
+
+    def as_built(n: int):
+        if n == spec.ring_size:
+            return built  # exactly what the runtime runs
+        if isinstance(built, NumpyHead):
+            return NumpyHead(built.path)  # N-agnostic: the same weights serve every ring size
+        return open_backend(comp["runtime"], onnx_files[n], comp.get("options") or {})
+    variants = [("as built", built.runtime, {}, as_built)]
+    for label, options in (("head.onnx onnxruntime", {}), ("head.onnx onnxruntime threads=1", {"threads": 1})):
+        variants.append((label, "onnxruntime", options,
+                         lambda n, options=options: open_backend("onnxruntime", onnx_files[n], options)))
     heads, errors = {}, {}
-    for label, runtime, options in variants:
-        for n, path in sorted(files.items()):
+    for label, runtime, options, opener in variants:
+        for n in sorted(onnx_files):
             name = f"head:{label}:N{n}"
             meta = {"variant": label, "runtime": runtime, "ring_size": n, "options": options,
                     "as_built": label == "as built"}
             try:
-                if label == "as built" and n == spec.ring_size:
-                    backend = engines.head  # exactly what the runtime runs
-                else:
-                    backend = open_backend(runtime, path, options)
-                heads[name] = (meta, backend)
+                backend = opener(n)
+                heads[name] = ({**meta, "backend": repr(backend)}, backend)
             except Exception as exc:  # noqa: BLE001
                 errors[name] = error_text(exc)
     main = _main_backbone(ctx)
     try:
         out = head_latency(heads, spec.dim, main, ctx.fns[main], say=ctx.say, **ctx.timing(0.5))
     finally:
-        for meta, backend in heads.values():
-            if backend is not engines.head:
+        for _, backend in heads.values():
+            if backend is not built:
                 backend.close()
         engines.close()
     out["unavailable"] = errors
+    out["as_built"] = repr(built)
     return out
 
 

@@ -49,8 +49,8 @@ def app_throughput(path: Path, clip_shape: tuple[int, ...], *, hint: str, second
 
 
 def section(ctx) -> dict[str, Any]:
-    from ..engines import runtime_status
-    reason = runtime_status().get("openvino")
+    from ..engines import unusable_runtimes
+    reason = unusable_runtimes().get("openvino")
     if reason:
         return {"unavailable": reason}
     files = {"fp32": ctx.builds.fp32.dir / "backbone.onnx"}

@@ -27,9 +27,11 @@ DESIGN.md ring order), and the shifted ring/mask are also graph outputs (``ring_
 ``mask_out``) that Triton feeds back as ``ring_in``/``mask_in`` on the camera's next request.
 It is checked numerically with ONNX Runtime against feeding ``head.onnx`` directly.
 
-Triton itself is not run here (no server on the build machines); :func:`validate_repository`
-parses every ``config.pbtxt`` with Triton's own protobuf schema (``tritonclient`` ships
-``model_config_pb2``) and checks it against the files.
+Every ``config.pbtxt`` is written through Triton's own protobuf schema (``tritonclient`` ships
+``model_config_pb2``; ``pip install 'gcf-trt[triton]'``), so it is schema-correct by
+construction, and :func:`validate_repository` parses them back and checks names, files and the
+ensemble wiring.  The backbone's dynamic batcher has ``preserve_ordering: true``.  Triton
+itself is not run here (no server on the build machines).
 """
 from __future__ import annotations
 
@@ -68,49 +70,23 @@ _ONNX_TO_TRITON = {
 }
 
 
-# --- a small protobuf text-format writer ------------------------------------------------------
-class _Enum(str):
-    """An enum value: written bare (``TYPE_FP32``), not quoted."""
+# --- config.pbtxt through Triton's own schema ----------------------------------------------------
+def to_pbtxt(config: dict[str, Any]) -> str:
+    """``config`` (nested dicts, proto field names, enum names as strings) as ``config.pbtxt``.
 
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, _Enum):
-        return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string literal is a valid text-format string
-    raise TypeError(f"cannot write {value!r} to pbtxt")
-
-
-def to_pbtxt(message: dict[str, Any], indent: int = 0) -> str:
-    """Write a nested dict as protobuf text format (lists of dicts -> repeated messages)."""
-    pad = "  " * indent
-    lines = []
-    for key, value in message.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            lines.append(f"{pad}{key} {{")
-            lines.append(to_pbtxt(value, indent + 1))
-            lines.append(f"{pad}}}")
-        elif isinstance(value, (list, tuple)):
-            if value and all(isinstance(v, dict) for v in value):
-                lines.append(f"{pad}{key} [")
-                for i, item in enumerate(value):
-                    lines.append(f"{pad}  {{")
-                    lines.append(to_pbtxt(item, indent + 2))
-                    lines.append(f"{pad}  }}{',' if i < len(value) - 1 else ''}")
-                lines.append(f"{pad}]")
-            else:
-                lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}")
-    return "\n".join(line for line in lines if line)
+    Written through Triton's protobuf ``ModelConfig`` (``json_format.ParseDict``, then
+    ``text_format.MessageToString``), so an unknown field, a wrong type or a bad enum value
+    fails here instead of in Triton: the configs are schema-correct by construction.
+    """
+    from google.protobuf import json_format, text_format
+    pb2 = load_model_config_pb2()
+    clean = {k: v for k, v in config.items() if v is not None}
+    try:
+        message = json_format.ParseDict(clean, pb2.ModelConfig())
+    except json_format.ParseError as exc:
+        raise EngineError(f"Triton model config {config.get('name')!r} does not fit Triton's schema: {exc}",
+                          hint="report this as a bug with the engines' manifest") from exc
+    return text_format.MessageToString(message)
 
 
 # --- ONNX helpers ------------------------------------------------------------------------------
@@ -299,7 +275,7 @@ def engine_max_batch(manifest: Manifest | dict[str, Any], name: str) -> int | No
 
 
 def _tensor(name: str, dtype: str, dims: list[int], **extra: Any) -> dict[str, Any]:
-    return {"name": name, "data_type": _Enum(dtype), "dims": [int(d) for d in dims], **extra}
+    return {"name": name, "data_type": dtype, "dims": [int(d) for d in dims], **extra}
 
 
 def _component_io(comp: dict[str, Any], onnx_path: Path | None, kind: str) -> list[dict[str, Any]]:
@@ -316,8 +292,8 @@ def _component_io(comp: dict[str, Any], onnx_path: Path | None, kind: str) -> li
     return tensors
 
 
-def _parameters(params: dict[str, str]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": {"string_value": v}} for k, v in params.items()]
+def _parameters(params: dict[str, str]) -> dict[str, Any]:
+    return {k: {"string_value": v} for k, v in params.items()}
 
 
 def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *, name: str = "gcf",
@@ -352,6 +328,7 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
         raise InputError(f"cpu_backend must be one of {CPU_BACKENDS}, got {cpu_backend!r}")
     if max_batch < 1 or backbone_instances < 1 or max_cameras < 1:
         raise InputError("max_batch, backbone_instances and max_cameras must be >= 1")
+    load_model_config_pb2()  # the schema the configs are written through: missing -> fail before any work
     manifest = read_manifest(engines_dir)
     spec = manifest.spec
     comps = manifest["components"]
@@ -383,7 +360,7 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
             return ({"backend": "openvino", "default_model_filename": "model.onnx"}, "model.onnx", "KIND_CPU")
         return {"platform": "onnxruntime_onnx"}, "model.onnx", "KIND_CPU"
 
-    def cpu_params(cname: str, fields: dict[str, Any], kind: str) -> list[dict[str, Any]] | None:
+    def cpu_params(cname: str, fields: dict[str, Any], kind: str) -> dict[str, Any] | None:
         params: dict[str, str] = {}
         if fields.get("backend") == "openvino":
             if cpu_threads:
@@ -415,9 +392,12 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
                 "name": names[cname], **fields, "max_batch_size": max_batch,
                 "input": _component_io(comp, src_onnx, "inputs"),
                 "output": outputs,
+                # preserve_ordering: responses leave in request order, so a client that pipelines
+                # several clips of one camera gets their descriptors back in stream order.
                 "dynamic_batching": {"preferred_batch_size": preferred,
-                                     "max_queue_delay_microseconds": int(max_queue_delay_us)},
-                "instance_group": [{"count": backbone_instances if cname == "backbone" else 1, "kind": _Enum(kind)}],
+                                     "max_queue_delay_microseconds": int(max_queue_delay_us),
+                                     "preserve_ordering": True},
+                "instance_group": [{"count": backbone_instances if cname == "backbone" else 1, "kind": kind}],
                 "parameters": cpu_params(cname, fields, kind),
             }
             (mdir / CONFIG_NAME).write_text(to_pbtxt(config) + "\n")
@@ -457,15 +437,15 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
                     "oldest": {"max_candidate_sequences": max_cameras, "preferred_batch_size": preferred,
                                "max_queue_delay_microseconds": int(max_queue_delay_us)},
                     "state": [
-                        {"input_name": "ring_in", "output_name": "ring_out", "data_type": _Enum(dt["ring_in"]),
-                         "dims": [n, d], "initial_state": [{"data_type": _Enum(dt["ring_in"]), "dims": [n, d],
+                        {"input_name": "ring_in", "output_name": "ring_out", "data_type": dt["ring_in"],
+                         "dims": [n, d], "initial_state": [{"data_type": dt["ring_in"], "dims": [n, d],
                                                             "zero_data": True, "name": "empty_ring"}]},
-                        {"input_name": "mask_in", "output_name": "mask_out", "data_type": _Enum(dt["mask_in"]),
-                         "dims": [n], "initial_state": [{"data_type": _Enum(dt["mask_in"]), "dims": [n],
+                        {"input_name": "mask_in", "output_name": "mask_out", "data_type": dt["mask_in"],
+                         "dims": [n], "initial_state": [{"data_type": dt["mask_in"], "dims": [n],
                                                          "zero_data": True, "name": "empty_mask"}]},
                     ],
                 },
-                "instance_group": [{"count": 1, "kind": _Enum("KIND_CPU")}],
+                "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
                 "parameters": _parameters({"intra_op_thread_count": "1", "inter_op_thread_count": "1"}),
             }
             (mdir / CONFIG_NAME).write_text(to_pbtxt(config) + "\n")
@@ -482,11 +462,11 @@ def export_triton(engines_dir: str | os.PathLike, out_repo: str | os.PathLike, *
                 "output": [_tensor("logits", dt["logits"], [c]), _tensor("gates", dt["gates"], [n])],
                 "ensemble_scheduling": {"step": [
                     {"model_name": names["backbone"], "model_version": -1,
-                     "input_map": [{"key": clip_t["name"], "value": clip_t["name"]}],
-                     "output_map": [{"key": desc_t["name"], "value": "clip_descriptor"}]},
+                     "input_map": {clip_t["name"]: clip_t["name"]},
+                     "output_map": {desc_t["name"]: "clip_descriptor"}},
                     {"model_name": names["ring_head"], "model_version": -1,
-                     "input_map": [{"key": "descriptor", "value": "clip_descriptor"}],
-                     "output_map": [{"key": "logits", "value": "logits"}, {"key": "gates", "value": "gates"}]},
+                     "input_map": {"descriptor": "clip_descriptor"},
+                     "output_map": {"logits": "logits", "gates": "gates"}},
                 ]},
             }
             (sdir / CONFIG_NAME).write_text(to_pbtxt(config) + "\n")
@@ -519,11 +499,12 @@ def load_model_config_pb2():
     """
     spec = importlib.util.find_spec("tritonclient")
     if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable("tritonclient is not installed (it ships Triton's model_config schema)",
-                                 hint="pip install tritonclient")
+        raise BackendUnavailable("export-triton writes its configs through Triton's model_config schema, "
+                                 "which comes with tritonclient (not installed)",
+                                 hint="pip install 'gcf-trt[triton]' (tritonclient + protobuf)")
     path = Path(list(spec.submodule_search_locations)[0]) / "grpc" / "model_config_pb2.py"
     if not path.is_file():
-        raise BackendUnavailable(f"{path} is missing from tritonclient", hint="pip install -U tritonclient")
+        raise BackendUnavailable(f"{path} is missing from tritonclient", hint="pip install -U 'gcf-trt[triton]'")
     import sys
     name = "gcf_trt._triton_model_config_pb2"
     if name in sys.modules:

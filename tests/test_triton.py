@@ -215,13 +215,46 @@ def test_cli_export_triton(tiny_engines, tmp_path, capsys):
                "--name", "cam", "--max-batch", "4", "--cpu-backend", "openvino", "--cpu-threads", "2"])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "checked 4 config.pbtxt against Triton's model_config schema" in text
+    assert "4 config.pbtxt written through Triton's model_config schema and read back" in text
     cfg = validate_repository(tmp_path / "r")["cam_backbone"]
     assert cfg.backend == "openvino" and cfg.default_model_filename == "model.onnx"
     assert cfg.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
     assert main(["export-triton", "--engines", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 1
     assert main(["export-triton", "--engines", str(tiny_engines), "--out", str(tmp_path / "y"), "--name", "a b"]) == 1
     assert "model name prefix" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_backbone_batcher_preserves_request_order(repo):
+    out, _ = repo
+    cfg = parse_config(out / "gcf_backbone" / "config.pbtxt")
+    assert cfg.dynamic_batching.preserve_ordering is True
+
+
+def test_configs_are_written_through_tritons_schema():
+    """A field Triton does not know fails when the config is written, not when Triton loads it."""
+    from gcf_trt.triton import to_pbtxt
+    text = to_pbtxt({"name": "m", "platform": "onnxruntime_onnx", "max_batch_size": 2,
+                     "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+                     "parameters": {"intra_op_thread_count": {"string_value": "1"}}})
+    assert 'kind: KIND_CPU' in text and 'key: "intra_op_thread_count"' in text
+    with pytest.raises(EngineError, match="does not fit Triton's schema"):
+        to_pbtxt({"name": "m", "max_batch_sizes": 2})
+    with pytest.raises(EngineError, match="does not fit Triton's schema"):
+        to_pbtxt({"name": "m", "instance_group": [{"kind": "KIND_TPU"}]})
+
+
+def test_without_tritonclient_export_fails_first_naming_the_extra(tiny_engines, tmp_path):
+    code = ("import sys; sys.modules['tritonclient'] = None\n"
+            "import importlib.util as u; real = u.find_spec\n"
+            "u.find_spec = lambda n, *a: None if n == 'tritonclient' else real(n, *a)\n"
+            "from gcf_trt.cli import main\n"
+            f"sys.exit(main(['export-triton', '--engines', {str(tiny_engines)!r}, '--out', {str(tmp_path / 'r')!r}]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith(("error[", "hint:"))]
+    assert lines[0].startswith("error[backend]: export-triton writes its configs through Triton's model_config")
+    assert lines[1] == "hint: pip install 'gcf-trt[triton]' (tritonclient + protobuf)"
+    assert not (tmp_path / "r").exists()
 
 
 def test_triton_modules_do_not_import_torch():

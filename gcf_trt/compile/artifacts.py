@@ -48,7 +48,7 @@ class BuildResult:
     """What a build wrote: the directory, its manifest, and lines for the summary."""
 
     out: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     summary: list[str] = field(default_factory=list)
 
 

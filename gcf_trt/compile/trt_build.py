@@ -290,7 +290,7 @@ def _read_source_dir(from_dir: Path, precision: str) -> tuple[Manifest, dict[str
         raise InputError(f"{from_dir} has no ONNX source for: {', '.join(missing)} (its manifest lists "
                          f"{', '.join(sorted(files)) or 'no files'})",
                          hint="--from needs a directory written by 'gcf-trt build --target cpu'")
-    verify_files(from_dir, manifest, sorted(set(wanted.values())))
+    verify_files(from_dir, manifest, sorted({str(name) for name in wanted.values()}))
     return manifest, {role: str(name) for role, name in wanted.items()}
 
 
@@ -356,12 +356,13 @@ def build_trt_engines(checkpoint: str | os.PathLike | None, out: str | os.PathLi
     else:
         from .export import OPSET
         from .model import load_checkpoint, model_hash
+        assert checkpoint is not None  # exactly one of checkpoint / from_dir, checked above
         model = load_checkpoint(checkpoint)
         src = _Source(model.spec, model_hash(model), OPSET, None, {"checkpoint": str(checkpoint)})
     spec = src.spec
     cset: CalibrationSet | None = None
     if calib is not None:
-        cset = artifacts.calibration_set(calib, spec, calibration, say, bars)
+        cset = artifacts.calibration_set(Path(calib), spec, calibration, say, bars)
 
     with atomic_output_dir(out) as tmp:
         quant: dict[str, Any] | None = None
@@ -434,7 +435,7 @@ def build_trt_engines(checkpoint: str | os.PathLike | None, out: str | os.PathLi
     summary = [f"wrote {out}/{components['backbone']['file']}, {components['head']['file']} "
                f"({precision}, TensorRT {trt.__version__}, {identity['gpu']} sm{identity['sm']})",
                f"built from {from_dir} (no torch)" if from_dir is not None else
-               f"model {src.model_hash}, ONNX parity max |diff| {max((src.parity or {0: 0.0}).values()):.1e}"]
+               f"model {src.model_hash}, ONNX parity max |diff| {max((src.parity or {'none': 0.0}).values()):.1e}"]
     if check is not None:
         summary.append("checked against ONNX Runtime FP32: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in check.items()))
@@ -469,7 +470,8 @@ def _in_profile(backend: Any, lo: int, hi: int) -> Callable[[np.ndarray], np.nda
     return run
 
 
-def _verify(tmp: Path, components: dict[str, dict[str, Any]], spec: ModelSpec, holdout: np.ndarray | None,
+def _verify(tmp: Path, components: dict[str, dict[str, Any]], spec: ModelSpec,
+            holdout: np.ndarray | list[np.ndarray] | None,
             gate: GateOptions, opts: TensorRTOptions, say: Progress) -> dict[str, Any]:
     """Run the fresh plans next to ONNX Runtime FP32 (needs the GPU the plans were built on).
 

@@ -284,14 +284,30 @@ def test_concurrent_dispatch_equals_single_streams(tiny_engines, frames, single,
     assert_same(predictions, single)
 
 
-def test_auto_dispatch_measures_and_keeps_the_faster(engines, frames, single):
-    with MultiStreamClassifier(engines, max_batch=3, flush_timeout_ms=1e6) as multi:
-        trial = multi.dispatch_trial
-        assert set(trial) == {"batch", "concurrent"} and all(v > 0 for v in trial.values())
-        assert multi.dispatch == min(trial, key=trial.get)
-        assert_same(multi.run_frames(frames), single)
+def test_auto_dispatch_measures_real_dispatches_and_keeps_the_faster(engines, frames, single):
+    """auto runs blocks of batch / concurrent dispatches on real traffic, keeps the lower median
+    cycle per clip, and the results are those of single streams throughout."""
+    from gcf_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
+    sizes = []
+    real = OnnxRuntimeBackend.infer
+    engines.backbone.infer = lambda feeds: sizes.append(len(feeds["clip"])) or real(engines.backbone, feeds)
+    try:
+        with MultiStreamClassifier(engines, max_batch=3, flush_timeout_ms=1e6) as multi:
+            assert multi.dispatch == "auto"
+            multi.dispatch_choice.block, multi.dispatch_choice.rounds = 2, 1
+            predictions = multi.run_frames(frames)
+            choice = multi.dispatch_choice
+            medians = choice.medians()
+            assert choice.chosen == multi.dispatch == min(medians, key=medians.get)
+            assert choice.to_dict()["samples"] == {"batch": 1, "concurrent": 1}
+    finally:
+        del engines.backbone.infer
+    # 6 full dispatches of 3 clips: a block of 2 batch, a block of 2 concurrent (the first cycle of
+    # each block is a warm-up, the second is measured), then the chosen mode
+    assert sizes == [3, 3] + [1] * 6 + ([3, 3] if choice.chosen == "batch" else [1] * 6)
+    assert_same(predictions, single)
     with MultiStreamClassifier(engines, max_batch=3, flush_timeout_ms=0) as multi:
-        assert multi.dispatch == "batch" and multi.dispatch_trial is None  # one clip per dispatch
+        assert multi.dispatch == "batch" and multi.dispatch_choice is None  # one clip per dispatch
     with pytest.raises(InputError, match="dispatch must be one of"):
         MultiStreamClassifier(engines, dispatch="sometimes")
 

@@ -16,7 +16,7 @@ the rings of the cores that got a clip (:func:`~gcf_trt.runtime.core.run_head`).
 * **Batching or concurrency.** A dispatch of n clips runs the backbone either as one call of
   batch n (``dispatch="batch"``) or as n batch-1 requests the engine runs at once
   (``dispatch="concurrent"``: OpenVINO infer requests on a THROUGHPUT-hint model, ONNX Runtime
-  parallel runs).  ``"auto"`` (default) times both on the engines at start and keeps the faster.
+  parallel runs).  ``"auto"`` (default) measures both on the first dispatches and keeps the faster.
 * **Buckets.** With ``batch_sizes`` (e.g. a TensorRT engine's optimization-profile sizes) a batch
   of n clips is zero-padded up to the smallest listed size >= n; padded rows are discarded.
 * **Heads.** After the backbone each clip's descriptor goes into its own stream's ring, in
@@ -116,31 +116,61 @@ class _Queued:
     enqueued: float     # owner clock
 
 
-def choose_dispatch(engines: Engines, n: int, repeats: int = 3) -> tuple[str, dict[str, float]]:
-    """Time one batch-``n`` backbone call against ``n`` concurrent batch-1 requests.
+class DispatchChooser:
+    """Picks batching or concurrency for the backbone by measuring the streams' own dispatches.
 
-    Interleaved (batch, concurrent, batch, ...) after one warm-up of each, so load on the
-    machine hits both alike; returns the faster mode and the median milliseconds of each.
+    While undecided, dispatches of two or more clips run in blocks of ``block`` consecutive
+    dispatches per mode (batch, concurrent, batch, concurrent, ... ``rounds`` times each):
+    switching mode on every call was measured to disturb both (OpenVINO reshapes for the other
+    batch size).  What is measured is the *cycle*: wall time from one dispatch to the next, per
+    clip - the engine call, the head and the frames pushed meanwhile - so effects after the call
+    count too (on OpenVINO THROUGHPUT a batched call timed alone was as fast as the requests,
+    but whole runs were ~1.5-2x slower).  Only cycles that end in a *full* batch count (the
+    classifier, not the sources, was the bottleneck), and the first cycle of each block is
+    dropped (warm-up after a switch).  The mode with the lower median is then kept for good.
+    Both modes give the same descriptors, so measuring changes no result.
     """
-    rng = np.random.default_rng(0)
-    clips = rng.standard_normal((n, *engines.spec.clip_shape)).astype(np.float32)
-    backbone = engines.backbone
 
-    def batch() -> None:
-        backbone.infer({BACKBONE_INPUT: clips})
+    MODES = ("batch", "concurrent")
 
-    def concurrent() -> None:
-        backbone.infer_many([{BACKBONE_INPUT: clips[i:i + 1]} for i in range(n)])
+    def __init__(self, block: int = 4, rounds: int = 2):
+        self.block, self.rounds = int(block), int(rounds)
+        self.ms_per_clip: dict[str, list[float]] = {m: [] for m in self.MODES}
+        self._dispatches = 0                               # multi-clip dispatches while measuring
+        self._open: tuple[str, int, float, bool] | None = None  # the cycle in progress
+        self.chosen: str | None = None
 
-    times: dict[str, list[float]] = {"batch": [], "concurrent": []}
-    for rep in range(repeats + 1):
-        for name, call in (("batch", batch), ("concurrent", concurrent)):
-            t0 = time.perf_counter()
-            call()
-            if rep:  # the first round is the warm-up
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    medians = {name: float(np.median(v)) for name, v in times.items()}
-    return min(medians, key=medians.get), medians
+    def next_mode(self) -> str:
+        if self.chosen:
+            return self.chosen
+        return self.MODES[(self._dispatches // self.block) % 2]
+
+    def start(self, reason: str, now: float) -> None:
+        """A dispatch starts: close the previous cycle (counted when this batch is full)."""
+        if self._open is not None and not self.chosen:
+            mode, clips, began, first_of_block = self._open
+            if reason == "full" and not first_of_block:
+                self.ms_per_clip[mode].append((now - began) * 1e3 / clips)
+        self._open = None
+        if not self.chosen and self._dispatches >= 2 * self.block * self.rounds:
+            medians = self.medians()
+            if len(medians) == 2:
+                self.chosen = min(medians, key=medians.get)
+
+    def begin(self, mode: str, clips: int, now: float) -> None:
+        """The dispatch that opens a cycle runs in ``mode`` with ``clips`` clips."""
+        if self.chosen or clips < 2:
+            self._open = None
+            return
+        self._open = (mode, clips, now, self._dispatches % self.block == 0)
+        self._dispatches += 1
+
+    def medians(self) -> dict[str, float]:
+        return {m: float(np.median(v)) for m, v in self.ms_per_clip.items() if v}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "median_ms_per_clip": self.medians(),
+                "samples": {m: len(v) for m, v in self.ms_per_clip.items()}}
 
 
 class MultiStreamClassifier:
@@ -153,7 +183,8 @@ class MultiStreamClassifier:
         batch_sizes: allowed backbone batch sizes (buckets); batches are zero-padded up to one.
             Default: any size 1..max_batch (a fixed-batch engine forces its size).
         dispatch: ``"batch"`` (one call of n clips), ``"concurrent"`` (n batch-1 requests at
-            once) or ``"auto"`` (measure both at start, keep the faster; see :attr:`dispatch_trial`).
+            once) or ``"auto"`` (measure blocks of both on the first dispatches, keep the
+            faster; see :class:`DispatchChooser` and :attr:`dispatch_choice`).
             Loading a directory whose backbone runs on OpenVINO with ``auto``/``concurrent``
             compiles it with the THROUGHPUT hint (several streams) unless ``options`` set a hint.
         runtime, options, expect_model_hash, head: as for :func:`load_engines` (directory only).
@@ -221,13 +252,11 @@ class MultiStreamClassifier:
                               hint=f"use max_batch <= {limit} or rebuild the engine with a larger profile")
         self.max_batch, self.batch_sizes = max_batch, sizes
         self.flush_timeout = flush_timeout_ms / 1e3
-        self.dispatch_trial: dict[str, float] | None = None
-        if dispatch == "auto":
-            if max_batch == 1 or flush_timeout_ms == 0 or sizes:
-                dispatch = "batch"  # one clip per dispatch (or buckets): nothing to choose
-            else:
-                dispatch, self.dispatch_trial = choose_dispatch(self.engines, min(max_batch, 4))
-        self.dispatch = dispatch
+        if dispatch == "auto" and (max_batch == 1 or flush_timeout_ms == 0 or sizes):
+            dispatch = "batch"  # one clip per dispatch (or fixed buckets): nothing to choose
+        self.dispatch_mode = dispatch
+        #: the measurement behind ``dispatch="auto"`` (None for a fixed mode)
+        self.dispatch_choice: DispatchChooser | None = DispatchChooser() if dispatch == "auto" else None
         head_batch = (self.engines.head.input_shapes.get(HEAD_INPUTS[0]) or (-1,))[0]
         self._head_batched = head_batch in (-1, 0, None)
 
@@ -259,6 +288,13 @@ class MultiStreamClassifier:
     @property
     def spec(self):
         return self.engines.spec
+
+    @property
+    def dispatch(self) -> str:
+        """``batch`` or ``concurrent``; ``auto`` while the automatic choice is still measuring."""
+        if self.dispatch_choice is not None:
+            return self.dispatch_choice.chosen or "auto"
+        return self.dispatch_mode
 
     @property
     def streams(self) -> list[Hashable]:
@@ -337,7 +373,11 @@ class MultiStreamClassifier:
         """Descriptors ``[n, D]`` of the queued clips and the zero rows padded in."""
         n = len(items)
         backbone = self.engines.backbone
-        if self.dispatch == "concurrent" and n > 1:
+        chooser = self.dispatch_choice
+        mode = chooser.next_mode() if chooser is not None else self.dispatch_mode
+        if chooser is not None:
+            chooser.begin(mode, n, time.perf_counter())
+        if n > 1 and mode == "concurrent":
             outs = backbone.infer_many([{BACKBONE_INPUT: item.clip.clip[None]} for item in items])
             return np.concatenate([np.asarray(o[BACKBONE_OUTPUT], np.float32).reshape(1, -1) for o in outs]), 0
         rows = n
@@ -356,6 +396,8 @@ class MultiStreamClassifier:
     def _dispatch(self, n: int, reason: str) -> list[StreamPrediction]:
         items = [self._queue[i] for i in range(n)]  # popped only once the backbone succeeded
         start = self._clock()
+        if self.dispatch_choice is not None:
+            self.dispatch_choice.start(reason, time.perf_counter())
         t0 = time.perf_counter()
         descriptors, padded = self._backbone(items)
         backbone_s = time.perf_counter() - t0

@@ -9,7 +9,7 @@ import pytest
 
 from gcf_trt.errors import InputError
 from gcf_trt.runtime.events import JsonlEvents, MqttEvents, open_events
-from gcf_trt.runtime.pipeline import SegmentEvent
+from gcf_trt.runtime.sinks import SegmentEvent
 from gcf_trt.segments import Segment, temporal_iou
 from tests.live.helpers import Mosquitto, Subscriber, free_port, gcf_run
 

@@ -6,7 +6,7 @@ away records wait in a bounded queue (``max_queued``), the oldest beyond it are 
 counted, so a dead broker never grows memory or slows inference.  ``--events FILE.jsonl``
 appends the same records to a file, one line each, flushed.
 
-A record (:meth:`gcf_trt.runtime.pipeline.SegmentEvent.to_dict`): ``stream``, ``source``
+A record (:meth:`gcf_trt.runtime.sinks.SegmentEvent.to_dict`): ``stream``, ``source``
 (credentials masked), ``label``, ``label_score``, ``score`` (the mean gate), ``start``/``end``
 frames, ``start_stream_time_s``/``end_stream_time_s`` and ``start_wall_time``/``end_wall_time``
 (Unix seconds).  Nothing here imports torch.
@@ -25,7 +25,7 @@ from .sinks import Sink
 from .sources import redact
 
 if TYPE_CHECKING:
-    from .pipeline import SegmentEvent
+    from .sinks import SegmentEvent
 
 DEFAULT_TOPIC = "gcf-trt/events"
 

@@ -26,7 +26,7 @@ from ..errors import InputError
 from .sinks import Sink
 
 if TYPE_CHECKING:
-    from .pipeline import LiveRun, PredictionEvent
+    from .sinks import PredictionEvent, RunView
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 COUNTERS = (("frames", "frames decoded and handed to the classifier"),
@@ -59,10 +59,10 @@ class Metrics(Sink):
                                                    ["stream", "source", "stage"], buckets=LATENCY_BUCKETS,
                                                    registry=self.registry)
         self._extra = extra
-        self._run: "LiveRun | None" = None
+        self._run: "RunView | None" = None
         self.registry.register(self)  # collect() below
 
-    def start(self, run: "LiveRun") -> None:
+    def start(self, run: "RunView") -> None:
         self._run = run
 
     def prediction(self, event: "PredictionEvent") -> None:

@@ -18,12 +18,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import InputError, VideoError
 from ..segments import Segment, SegmentTracker
-from .sinks import JsonLinesSink, ShowSink, Sink, StopRequested, VideoSink
+from .sinks import (JsonLinesSink, PredictionEvent, SegmentEvent, ShowSink, Sink, StopRequested, StreamInfo,
+                    VideoSink)
 from .sources import Backoff, Source, SourceFrame, SourceGap, open_source, parse_uri, redact
 
 
@@ -61,56 +62,6 @@ class RunConfig:
     serve: str | None = None
     events: str | None = None
     serve_fps: float = 10.0
-
-
-@dataclass
-class StreamInfo:
-    """One stream of a run: its id (position, from 0), redacted source, fps and liveness."""
-
-    id: int
-    source: str
-    fps: float | None
-    live: bool
-
-
-@dataclass
-class SegmentEvent:
-    """A completed action segment of one stream, with the times a consumer needs.
-
-    ``label``/``label_score``: the best-scored prediction made while the segment's clips were
-    in the ring; ``score``: the segment's mean gate (as :class:`~gcf_trt.segments.Segment`);
-    ``start``/``end``: source frames; times are the stream times and wall-clock times of the
-    first and last frame (None when unknown).
-    """
-
-    stream: int
-    source: str
-    segment: Segment
-    label: str | None
-    label_score: float | None
-    start_stream_time_s: float | None
-    end_stream_time_s: float | None
-    start_wall_time: float | None
-    end_wall_time: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        def r(v: float | None, n: int = 3) -> float | None:
-            return None if v is None else round(float(v), n)
-        return {"stream": self.stream, "source": self.source, **self.segment.to_dict(), "label": self.label,
-                "label_score": r(self.label_score, 6), "start_stream_time_s": r(self.start_stream_time_s),
-                "end_stream_time_s": r(self.end_stream_time_s), "start_wall_time": r(self.start_wall_time),
-                "end_wall_time": r(self.end_wall_time)}
-
-
-@dataclass
-class PredictionEvent:
-    """A prediction of one stream, its JSON line (``record``) and the segments it completed."""
-
-    stream: int
-    source: str
-    prediction: Any
-    record: dict[str, Any]
-    segments: list[SegmentEvent] = field(default_factory=list)
 
 
 class _Stop(Exception):

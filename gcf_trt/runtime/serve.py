@@ -42,7 +42,7 @@ from .metrics import Metrics
 from .sinks import Sink
 
 if TYPE_CHECKING:
-    from .pipeline import LiveRun, PredictionEvent, SegmentEvent
+    from .sinks import PredictionEvent, RunView, SegmentEvent
     from .sources import SourceFrame, SourceGap
     from .stream import Prediction
 
@@ -141,7 +141,7 @@ class LiveServer(Sink):
         self._lock = threading.Lock()
         self._new_jpeg = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._run: "LiveRun | None" = None
+        self._run: "RunView | None" = None
         self._threads: list[threading.Thread] = []
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         handler = type("Handler", (_Handler,), {"live": self})
@@ -157,7 +157,7 @@ class LiveServer(Sink):
         self.url = f"http://{shown}:{self.port}/"
 
     # --- sink hooks (inference / reader threads: cheap) --------------------------------------
-    def start(self, run: "LiveRun") -> None:
+    def start(self, run: "RunView") -> None:
         self._run = run
         self.metrics.start(run)
         self._views = [_StreamView() for _ in run.streams]

@@ -19,20 +19,80 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TextIO
 
 import numpy as np
 
 from ..errors import InputError, OutputError
+from ..segments import Segment
 
 if TYPE_CHECKING:
-    from .pipeline import LiveRun, PredictionEvent, SegmentEvent
     from .sources import SourceFrame, SourceGap
     from .stream import Prediction
 
 DEFAULT_OUTPUT_FPS = 25.0
+
+
+@dataclass
+class StreamInfo:
+    """One stream of a run: its id (position, from 0), redacted source, fps and liveness."""
+
+    id: int
+    source: str
+    fps: float | None
+    live: bool
+
+
+@dataclass
+class SegmentEvent:
+    """A completed action segment of one stream, with the times a consumer needs.
+
+    ``label``/``label_score``: the best-scored prediction made while the segment's clips were
+    in the ring; ``score``: the segment's mean gate (as :class:`~gcf_trt.segments.Segment`);
+    ``start``/``end``: source frames; times are the stream times and wall-clock times of the
+    first and last frame (None when unknown).
+    """
+
+    stream: int
+    source: str
+    segment: Segment
+    label: str | None
+    label_score: float | None
+    start_stream_time_s: float | None
+    end_stream_time_s: float | None
+    start_wall_time: float | None
+    end_wall_time: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        def r(v: float | None, n: int = 3) -> float | None:
+            return None if v is None else round(float(v), n)
+        return {"stream": self.stream, "source": self.source, **self.segment.to_dict(), "label": self.label,
+                "label_score": r(self.label_score, 6), "start_stream_time_s": r(self.start_stream_time_s),
+                "end_stream_time_s": r(self.end_stream_time_s), "start_wall_time": r(self.start_wall_time),
+                "end_wall_time": r(self.end_wall_time)}
+
+
+@dataclass
+class PredictionEvent:
+    """A prediction of one stream, its JSON line (``record``) and the segments it completed."""
+
+    stream: int
+    source: str
+    prediction: Any
+    record: dict[str, Any]
+    segments: list[SegmentEvent] = field(default_factory=list)
+
+
+class RunView(Protocol):
+    """What a sink may read of the run it belongs to (:class:`gcf_trt.runtime.pipeline.LiveRun`)."""
+
+    streams: Sequence[StreamInfo]
+    spec: Any                                   # the engines' ModelSpec
+    say: Callable[[str], None]                  # one line to the user (stderr for the CLI)
+
+    def health(self, stream: int) -> dict[str, Any]: ...
 
 
 class Sink:
@@ -41,7 +101,7 @@ class Sink:
     wants_frames = False
     multi_stream = True  # False: the sink takes a single source (a video file, a window)
 
-    def start(self, run: "LiveRun") -> None:
+    def start(self, run: RunView) -> None:
         """The run is about to read its sources (``run.streams``, ``run.spec``, ``run.health()``)."""
 
     def frame(self, stream: int, frame: "SourceFrame", latest: "Prediction | None") -> None:
@@ -284,7 +344,7 @@ class VideoSink(Sink):
         self.codec = choose_codec(Path(path).suffix.lower())
         self._ring = 0
 
-    def start(self, run: "LiveRun") -> None:
+    def start(self, run: RunView) -> None:
         self._ring = run.spec.ring_size
         self.writer = AtomicVideoWriter(self.path, self._fps or run.streams[0].fps or DEFAULT_OUTPUT_FPS, self.codec)
         run.say(f"video: {self.path} as {self.codec.describe()}")
@@ -327,7 +387,7 @@ class ShowSink(Sink):
         check_display()
         self.title, self._ring = title, 0
 
-    def start(self, run: "LiveRun") -> None:
+    def start(self, run: RunView) -> None:
         self._ring = run.spec.ring_size
 
     def frame(self, stream: int, frame: "SourceFrame", latest: "Prediction | None") -> None:

@@ -111,3 +111,37 @@ def test_large_weights_are_clamped_not_inf(tmp_path):
     convert_to_fp16(tmp_path / "m.onnx", tmp_path / "m16.onnx", use_modelopt=False)
     (y,), _ = _run(tmp_path / "m16.onnx", {"x": np.array([[0.0, 1.0]], np.float32)})
     assert np.isfinite(y).all() and np.allclose(y, [[1.0, 2.0]])
+
+
+def test_modelopt_autocast_gets_the_kept_ops_and_the_record_says_what_it_kept(graphs, monkeypatch, tmp_path):
+    """With ModelOpt installed, AutoCast receives our FP32 op list (op_types_to_exclude) and the
+    summary reports what the converted graph really computes in FP32, not the request."""
+    import sys
+    import types
+    from gcf_trt.compile.fp16 import convert_model_to_fp16, fp32_compute
+    calls = {}
+
+    def convert_to_mixed_precision(**kwargs):
+        calls.update(kwargs)
+        # stand-in for AutoCast: keeps our ops, plus every Add (as its data_max rule might)
+        model, _ = convert_model_to_fp16(onnx.load(kwargs["onnx_path"]),
+                                         set(kwargs["op_types_to_exclude"]) | {"Add"})
+        return model
+    autocast = types.ModuleType("modelopt.onnx.autocast")
+    autocast.convert_to_mixed_precision = convert_to_mixed_precision
+    monkeypatch.setitem(sys.modules, "modelopt", types.ModuleType("modelopt"))
+    monkeypatch.setitem(sys.modules, "modelopt.onnx", types.ModuleType("modelopt.onnx"))
+    monkeypatch.setitem(sys.modules, "modelopt.onnx.autocast", autocast)
+    src = graphs["backbone"][0]
+    info = convert_to_fp16(src, tmp_path / "b16.onnx")
+    assert calls["op_types_to_exclude"] == sorted(DEFAULT_FP32_OPS) and calls["keep_io_types"] is True
+    assert info["converter"] == "modelopt.autocast" and info["requested_fp32_ops"] == sorted(DEFAULT_FP32_OPS)
+    assert "Add" in info["kept_fp32_ops"]  # measured on the result
+    assert info == {**info, **fp32_compute(onnx.load(str(tmp_path / "b16.onnx")))}
+
+
+def test_recorded_fp32_ops_are_measured_on_our_converter_too(graphs):
+    info = graphs["backbone"][2]
+    assert info["converter"] == "gcf_trt.compile.fp16"
+    assert set(info["kept_fp32_ops"]) <= set(DEFAULT_FP32_OPS) and info["fp32_nodes"] >= 1
+    assert "Conv" not in info["kept_fp32_ops"]

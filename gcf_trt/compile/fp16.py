@@ -18,7 +18,12 @@ which needs only ``onnx``:
 5. graph inputs and outputs stay float32 (``Cast`` after each input, before each output), so
    the runtime contract of docs/DESIGN.md does not change.
 
-The result is checked with ``onnx.checker`` (full check).  ``tests/test_fp16.py`` runs it on
+The result is checked with ``onnx.checker`` (full check).  ONNX Runtime's
+``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True, op_block_list=...)``
+was tried as a replacement on the exported graphs (onnxruntime 1.32, opset 17):
+its output fails ``onnx.checker`` (the input Casts are appended after their consumers, so the
+graph is not topologically sorted, which TensorRT's parser requires) and it clamps weights to
++-1e4 by default, not to FP16's range, so it is not the same graph; this converter stays.  ``tests/test_fp16.py`` runs it on
 ONNX Runtime (CPU) and compares it with the FP32 graph: that is how it was verified here, with
 no GPU.  Whether TensorRT 11 picks FP16 kernels for it was *not* verified here.
 """
@@ -73,11 +78,23 @@ def _fp16_with_modelopt(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> d
         from modelopt.onnx import autocast  # type: ignore[import-not-found]
     except ImportError:
         return None
-    # API as in the TensorRT 10.x -> 11.x Python migration page ("After (TensorRT 11.x)").
+    # API as in ModelOpt's AutoCast guide ("Python API Usage"); op_types_to_exclude keeps our
+    # sensitive ops in FP32 (AutoCast may keep more nodes by its own data_max/init_max rules).
     converted = autocast.convert_to_mixed_precision(onnx_path=str(src), low_precision_type="fp16",
-                                                    keep_io_types=True)
+                                                    op_types_to_exclude=sorted(keep_fp32_ops), keep_io_types=True)
     _save(converted, dst)
-    return {"converter": "modelopt.autocast", "kept_fp32_ops": sorted(keep_fp32_ops)}
+    return {"converter": "modelopt.autocast", "requested_fp32_ops": sorted(keep_fp32_ops),
+            **fp32_compute(converted)}
+
+
+def fp32_compute(model: onnx.ModelProto) -> dict[str, Any]:
+    """What a converted graph really keeps in float32: the op types (and count) of the nodes,
+    other than Casts, that compute on float32 tensors.  Recorded in the manifest instead of
+    what was asked for, since a converter (AutoCast) may keep more."""
+    types = _elem_types(model)
+    kept = [n for n in model.graph.node if n.op_type not in ("Cast", *_TYPE_NEUTRAL_OPS)
+            and any(types.get(i) == _F32 for i in n.input if i)]
+    return {"kept_fp32_ops": sorted({n.op_type for n in kept}), "fp32_nodes": len(kept)}
 
 
 def _save(model: onnx.ModelProto, dst: Path) -> None:
@@ -131,7 +148,7 @@ def convert_model_to_fp16(model: onnx.ModelProto,
     # 3b/4. walk nodes in (topological) order, inserting casts as needed.
     new_nodes: list[onnx.NodeProto] = []
     casts: dict[tuple[str, int], str] = {}
-    n_low = n_high = 0
+    n_low = 0
 
     def cast(name: str, to: int) -> str:
         key = (name, to)
@@ -145,7 +162,6 @@ def convert_model_to_fp16(model: onnx.ModelProto,
     for node in graph.node:
         want = _F16 if low(node) else _F32
         n_low += want == _F16
-        n_high += want == _F32
         if node.op_type not in _TYPE_NEUTRAL_OPS:
             for k, name in enumerate(node.input):
                 have = tensor_type.get(name)
@@ -192,9 +208,8 @@ def convert_model_to_fp16(model: onnx.ModelProto,
     del model.metadata_props[:]
     for key, value in sorted(meta.items()):
         model.metadata_props.add(key=key, value=value)
-    summary = {"converter": "gcf_trt.compile.fp16", "fp16_nodes": n_low, "fp32_nodes": n_high,
-               "casts": len(casts), "fp16_initializers": converted_inits,
-               "kept_fp32_ops": sorted(keep)}
+    summary = {"converter": "gcf_trt.compile.fp16", "fp16_nodes": n_low, "casts": len(casts),
+               "fp16_initializers": converted_inits, "requested_fp32_ops": sorted(keep), **fp32_compute(model)}
     return model, summary
 
 

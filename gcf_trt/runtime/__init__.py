@@ -7,19 +7,66 @@ Typical use::
         for prediction in clf.run("rtsp://camera/stream"):
             print(prediction.label, prediction.score)
 """
-from .engines import Engines, load_engines
-from .ring import ClipInfo, DescriptorRing
-from .sources import (Backoff, IteratorSource, Source, SourceFrame, SourceGap, ThreadedSource,
-                      VideoCaptureSource, gstreamer_available, open_source, parse_uri, redact)
-from .core import PendingClip, StreamCore, run_head
-from .stream import (ClipAssembler, ClipGate, FrameResult, GapRecord, Prediction, StreamingClassifier, StreamState,
-                     measure_stage_costs)
-from .draw import draw_prediction
-from .multistream import MultiStreamClassifier, StreamPrediction
-from .sinks import AtomicVideoWriter, JsonLinesSink, ShowSink, Sink, VideoSink
-from .pipeline import LiveRun, PredictionEvent, RunConfig, SegmentEvent, run_streams
+# Lazy exports (PEP 562): `from gcf_trt.runtime import StreamingClassifier` imports only what that
+# needs, so a camera app's cold start does not pay for sinks, the live server or multi-stream code.
 # LiveServer (--serve) and the MQTT events need the 'live' extra: import them from
 # gcf_trt.runtime.serve / gcf_trt.runtime.events.
+_EXPORTS = {
+    "AtomicVideoWriter": "sinks",
+    "Backoff": "sources",
+    "ClipAssembler": "stream",
+    "ClipGate": "stream",
+    "ClipInfo": "ring",
+    "DescriptorRing": "ring",
+    "Engines": "engines",
+    "FrameResult": "stream",
+    "GapRecord": "stream",
+    "IteratorSource": "sources",
+    "JsonLinesSink": "sinks",
+    "LiveRun": "pipeline",
+    "MultiStreamClassifier": "multistream",
+    "PendingClip": "core",
+    "Prediction": "stream",
+    "PredictionEvent": "pipeline",
+    "RunConfig": "pipeline",
+    "SegmentEvent": "pipeline",
+    "ShowSink": "sinks",
+    "Sink": "sinks",
+    "Source": "sources",
+    "SourceFrame": "sources",
+    "SourceGap": "sources",
+    "StreamCore": "core",
+    "StreamPrediction": "multistream",
+    "StreamState": "stream",
+    "StreamingClassifier": "stream",
+    "ThreadedSource": "sources",
+    "VideoCaptureSource": "sources",
+    "VideoSink": "sinks",
+    "draw_prediction": "draw",
+    "gstreamer_available": "sources",
+    "load_engines": "engines",
+    "measure_stage_costs": "stream",
+    "open_source": "sources",
+    "parse_uri": "sources",
+    "redact": "sources",
+    "run_head": "core",
+    "run_streams": "pipeline",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = ["Backoff", "ClipAssembler", "ClipGate", "ClipInfo", "DescriptorRing", "Engines", "FrameResult",
            "GapRecord", "PendingClip", "StreamCore", "run_head",

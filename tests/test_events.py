@@ -112,3 +112,38 @@ def test_bad_event_targets_name_the_flag(tmp_path):
         open_events("mqtt://user:hunter2@/t")
     assert "hunter2" not in info.value.message
     assert isinstance(open_events(str(tmp_path / "e.jsonl")), JsonlEvents)
+
+
+def test_broker_cut_mid_run_and_restarted_gets_the_events_sent_meanwhile(tmp_path):
+    broker = Mosquitto(tmp_path).start()
+    sink = MqttEvents("127.0.0.1", broker.port, "gcf/cut", drain_timeout=20)
+    sub = None
+    try:
+        assert sink.connected.wait(10)
+        sink.segment(segment_event(0))
+        broker.stop()                               # cut while the run goes on
+        assert wait_until(lambda: not sink.connected.is_set(), 10)
+        for i in (1, 2):
+            sink.segment(segment_event(i))          # queued while the broker is away
+        broker.start()                              # back on the same port
+        sub = Subscriber(broker.port, "gcf/cut")    # subscribes before paho's next retry (>= 1 s)
+        assert sink.connected.wait(40), "paho did not reconnect"
+        sink.close(True)
+        received = sub.wait(2, timeout=10)
+    finally:
+        if sub is not None:
+            sub.close()
+        sink.close(False)
+        broker.stop()
+    assert [r["first_clip"] for r in received] == [1, 2], received
+    assert sink.unacknowledged == 0 and sink.dropped == 0
+
+
+def wait_until(check, timeout: float) -> bool:
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False

@@ -113,36 +113,35 @@ def _int8_in(b: Built | Failed | None) -> Path | None:
     return None
 
 
-def prepare(checkpoint: Path, work: Path, calib: Path, say: Say, *, build_options: dict[str, Any],
-            int8_build: bool = True) -> Builds:
-    """The FP32 CPU build, the default CPU build (the engine a user gets) and an INT8 file.
+def int8_build(name: str, checkpoint: Path, out: Path, calib: Path, say: Say,
+               build_options: dict[str, Any]) -> tuple[Built | Failed, Path | None, str]:
+    """The INT8 backbone file the build would ship, with its agreement gate off.
 
-    The INT8 file is the default build's backbone when it chose INT8, else that of
-    ``precision="int8"`` (when ``int8_build``); when the gate refuses it, the build's own
-    quantizer is called (and the results say so), because the INT8 *speed* is still worth
-    measuring.
+    The bench measures INT8 agreement itself (on more predictions than the gate), and INT8 speed
+    is worth measuring even where the gate refuses INT8, so the gate must not stop the file
+    being written.  The build's own gate figures are still in its manifest (``agreement``).
+    Returns ``(build, file or None, where the file came from)``.
     """
+    from ..compile.options import GateOptions
+    b = build(name, checkpoint, out, say, target="cpu", precision="int8", calib=calib,
+              gate=GateOptions(min_agreement=0.0), **build_options)
+    if isinstance(b, Failed):
+        return b, None, f"unavailable: build_engines(precision='int8') failed: {b.reason}"
+    return b, _int8_in(b), "build_engines(precision='int8') with the agreement gate off (the bench measures agreement)"
+
+
+def prepare(checkpoint: Path, work: Path, calib: Path, say: Say, *, build_options: dict[str, Any]) -> Builds:
+    """The FP32 CPU build, the default CPU build (the engine a user gets) and an INT8 file: the
+    default build's backbone when it chose INT8, else :func:`int8_build`'s."""
     fp32 = build("fp32", checkpoint, work / "fp32", say, target="cpu", precision="fp32", **build_options)
     if isinstance(fp32, Failed):
         raise RuntimeError(f"the FP32 build failed: {fp32.reason}")
     cpu = build("cpu", checkpoint, work / "cpu", say, target="cpu", calib=calib, **build_options)
     builds = Builds(fp32, cpu)
     builds.int8_file, builds.int8_source = _int8_in(cpu), "build_engines(target='cpu') chose INT8"
-    if builds.int8_file is None and int8_build:
-        builds.int8 = build("int8", checkpoint, work / "int8", say, target="cpu", precision="int8",
-                            calib=calib, **build_options)
-        builds.int8_file, builds.int8_source = _int8_in(builds.int8), "build_engines(precision='int8')"
     if builds.int8_file is None:
-        why = "quick mode" if not int8_build else f"the INT8 build was refused: {getattr(builds.int8, 'reason', '')}"
-        say(f"quantizing the backbone with compile.precision.quantize_int8 ({why})")
-        try:
-            from ..compile.precision import calibration_clips, quantize_int8
-            clips = calibration_clips(calib, fp32.spec, max_clips=calibration_options(build_options).clips)
-            builds.int8_file = work / "backbone_int8.onnx"
-            quantize_int8(fp32.file("backbone"), builds.int8_file, clips)
-            builds.int8_source = f"compile.precision.quantize_int8 called by the bench ({why})"
-        except Exception as exc:  # noqa: BLE001
-            builds.int8_file, builds.int8_source = None, f"unavailable: {error_text(exc)}"
+        builds.int8, builds.int8_file, builds.int8_source = int8_build("int8", checkpoint, work / "int8", calib, say,
+                                                                       build_options)
     return builds
 
 

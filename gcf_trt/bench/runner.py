@@ -117,8 +117,7 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
         calib = work / "calib"
         clips = calibration_videos(calib, model.spec, calibration_options(config.build_options), seed=9001)
         say(f"wrote calibration videos for {clips} clips (gcf_trt.data.make_videos)")
-        builds = eng.prepare(checkpoint, work / "engines", calib, say, build_options=config.build_options,
-                             int8_build=not config.quick)
+        builds = eng.prepare(checkpoint, work / "engines", calib, say, build_options=config.build_options)
         builds.trt = eng.tensorrt_builds(checkpoint, work / "engines", calib, say)
         results["builds"] = builds.record()
         return Context(config, work, say, Path(checkpoint), model, builds, calib, results=results)

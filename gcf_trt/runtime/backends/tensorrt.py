@@ -114,7 +114,7 @@ def cuda_python_version() -> str:
     return "unknown"
 
 
-def _driver_cuda(cudart: Any) -> str | None:
+def driver_cuda_version(cudart: Any) -> str | None:
     """The CUDA version the installed driver supports ("12.2"), None if it does not say."""
     try:
         err, version = cudart.cudaDriverGetVersion()
@@ -135,7 +135,7 @@ def device_identity(cudart: Any, device: int = 0) -> dict[str, Any]:
     if int(err) == CUDA_ERROR_INSUFFICIENT_DRIVER:
         bindings = cuda_python_version()
         major = bindings.split(".")[0]
-        driver = _driver_cuda(cudart)
+        driver = driver_cuda_version(cudart)
         raise BackendUnavailable(
             f"the NVIDIA driver is too old for cuda-python {bindings}"
             + (f" (the driver supports CUDA {driver}, these bindings need CUDA {major})" if driver else "")

@@ -46,21 +46,23 @@ def timing_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp16_engines(tiny_checkpoint, tmp_path_factory, timing_cache):
+    from gcf_trt.compile.options import TensorRTOptions
     from gcf_trt.compile.trt_build import build_trt_engines
     out = tmp_path_factory.mktemp("trt") / "fp16"
-    res = build_trt_engines(tiny_checkpoint, out, precision="fp16", max_batch=8, workspace_mb=256,
-                            timing_cache=timing_cache)
-    return res
+    return build_trt_engines(tiny_checkpoint, out, precision="fp16",
+                             tensorrt=TensorRTOptions(max_batch=8, workspace_mb=256, timing_cache=timing_cache))
 
 
 @pytest.fixture(scope="module")
 def int8_engines(tiny_checkpoint, tmp_path_factory, calib_dir, timing_cache):
+    from gcf_trt.compile.options import CalibrationOptions, GateOptions, TensorRTOptions
     from gcf_trt.compile.trt_build import build_trt_engines
     out = tmp_path_factory.mktemp("trt") / "int8"
     # verify=True runs the agreement gate on held-out clips (>= min_agreement or AgreementError)
-    return build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib_dir, calib_clips=32,
-                             max_batch=8, workspace_mb=256, timing_cache=timing_cache,
-                             min_agreement=INT8_MIN_AGREEMENT)
+    return build_trt_engines(tiny_checkpoint, out, precision="int8", calib=calib_dir,
+                             calibration=CalibrationOptions(clips=32, gate_predictions=16),
+                             gate=GateOptions(min_agreement=INT8_MIN_AGREEMENT),
+                             tensorrt=TensorRTOptions(max_batch=8, workspace_mb=256, timing_cache=timing_cache))
 
 
 def _backends(engines_dir, comp, **options):
@@ -117,7 +119,7 @@ def test_int8_predictions_agree_with_fp32(int8_engines, tiny_model, tmp_path):
     from gcf_trt.compile.precision import agreement, calibration_clips
     m = int8_engines.manifest
     assert m["components"]["backbone"]["precision"] == "int8"
-    assert m["components"]["backbone"]["source_onnx"] == "backbone_int8.onnx"
+    assert m["components"]["backbone"]["source_onnx"] == "backbone_int8_trt.onnx"  # float biases
     assert m["agreement"]["top1_agreement"] >= INT8_MIN_AGREEMENT  # the build's own gate
     # fresh clips the calibration never saw
     for i in range(3):
@@ -207,3 +209,25 @@ def test_video_streams_end_to_end_on_tensorrt(fp16_engines, tiny_engines, tmp_pa
         np.testing.assert_allclose(a.logits, b.logits, atol=5e-2, rtol=0)
     agree = np.mean([a.label == b.label for a, b in zip(on_trt, on_cpu)])
     assert agree >= 0.8, agree
+
+
+@pytest.mark.parametrize("lo,hi", [(1, 1), (2, 4)])
+def test_build_verifies_inside_a_fixed_or_batch2_profile(tiny_checkpoint, tmp_path, timing_cache, lo, hi):
+    """DLA-style fixed profiles (min = opt = max = 1) and --min-batch 2 build and verify."""
+    from gcf_trt.compile.options import TensorRTOptions
+    from gcf_trt.compile.trt_build import build_trt_engines
+    res = build_trt_engines(tiny_checkpoint, tmp_path / "e", precision="fp16",
+                            tensorrt=TensorRTOptions(min_batch=lo, opt_batch=lo, max_batch=hi, workspace_mb=256,
+                                                     timing_cache=timing_cache))
+    assert res.manifest["agreement"]["batch"] == min(max(2, lo), hi)
+    assert res.manifest["agreement"]["descriptor_max_abs_diff"] <= FP16_ATOL
+
+
+def test_plans_from_a_cpu_engines_directory(tiny_engines, tmp_path, timing_cache):
+    """--from: the Jetson workflow, for real."""
+    from gcf_trt.compile.build import build_engines
+    from gcf_trt.compile.options import TensorRTOptions
+    res = build_engines(None, tmp_path / "e", target="trt", from_dir=tiny_engines, precision="fp16",
+                        tensorrt=TensorRTOptions(max_batch=4, workspace_mb=256, timing_cache=timing_cache))
+    assert res.manifest["built_from"]["from"] == str(tiny_engines)
+    assert res.manifest["agreement"]["logits_max_abs_diff"] <= FP16_ATOL

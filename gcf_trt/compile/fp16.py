@@ -37,6 +37,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..fsutil import atomic_file
+
 # Ops kept in float32: reductions and divisions accumulate or amplify rounding error, and
 # sigmoid/softmax/exp saturate early in half precision.
 DEFAULT_FP32_OPS = frozenset({
@@ -98,12 +100,8 @@ def fp32_compute(model: onnx.ModelProto) -> dict[str, Any]:
 
 
 def _save(model: onnx.ModelProto, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
+    with atomic_file(dst) as tmp:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def convert_model_to_fp16(model: onnx.ModelProto,

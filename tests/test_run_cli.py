@@ -190,3 +190,15 @@ def test_bad_flags_are_one_line_naming_the_flag(tmp_path, video_file):
             assert err[0].startswith(expected), (flags, err)
             assert len(err) == 2 and err[1].startswith("hint: "), (flags, err)
             assert "Traceback" not in proc.stderr and "top_k" not in proc.stderr
+
+
+def test_quiet_keeps_results_and_warnings_only(calibrated_engines, video_file, tmp_path, capsys):
+    from gcf_trt.runtime.sinks import choose_codec
+    video = tmp_path / "q.mp4"
+    assert main(["run", str(video_file), "--engines", str(calibrated_engines), "--output", str(video),
+                 "--jsonl", str(tmp_path / "p.jsonl"), "--events", str(tmp_path / "e.jsonl"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "events:" not in err
+    # H.264 is only a note; a fallback codec is a warning that -q keeps.
+    assert ("video:" in err) == bool(choose_codec(".mp4").why)
+    assert err.strip().splitlines()[-1].startswith(f"gcf-trt run: {NUM_FRAMES} frames")

@@ -85,4 +85,5 @@ def _run(args: argparse.Namespace) -> int:
         threads=args.threads, top_k=args.top_k, loop=args.loop, fps=args.fps, max_frames=args.max_frames,
         max_batch=args.max_batch, flush_timeout_ms=args.flush_timeout_ms, reconnect_attempts=args.reconnect_attempts,
         reconnect_max_delay=args.reconnect_max_delay, transport=args.transport, jsonl=args.jsonl, output=args.output,
-        show=args.show, serve=args.serve, serve_fps=args.serve_fps, events=args.events))
+        show=args.show, serve=args.serve, serve_fps=args.serve_fps, events=args.events,
+        quiet=args.quiet))

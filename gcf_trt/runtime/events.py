@@ -104,7 +104,7 @@ class MqttEvents(Sink):
             self._unacked.discard(mid)
 
     def start(self, run) -> None:
-        run.say(f"events: segments to {self.shown}")
+        run.note(f"events: segments to {self.shown}")
 
     def segment(self, event: "SegmentEvent") -> None:
         """Queue one record.  Not connected (rc NO_CONN) still queues it: paho sends QoS 1

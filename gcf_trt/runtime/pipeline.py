@@ -62,6 +62,7 @@ class RunConfig:
     serve: str | None = None
     events: str | None = None
     serve_fps: float = 10.0
+    quiet: bool = False
 
 
 class _Stop(Exception):
@@ -217,6 +218,11 @@ class LiveRun:
         self.started = time.monotonic()
         self.ended = False
         self._stop_requested = threading.Event()
+
+    def note(self, message: str) -> None:
+        """An informational line (which codec, where events go): dropped with ``quiet``."""
+        if not self.config.quiet:
+            self.say(message)
 
     def stop(self) -> None:
         """Ask the run to end soon, from any thread (outputs are finalised as at a signal)."""

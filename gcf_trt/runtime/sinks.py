@@ -91,6 +91,7 @@ class RunView(Protocol):
     streams: Sequence[StreamInfo]
     spec: Any                                   # the engines' ModelSpec
     say: Callable[[str], None]                  # one line to the user (stderr for the CLI)
+    note: Callable[[str], None]                 # an informational line (not shown with --quiet)
 
     def health(self, stream: int) -> dict[str, Any]: ...
 
@@ -347,7 +348,8 @@ class VideoSink(Sink):
     def start(self, run: RunView) -> None:
         self._ring = run.spec.ring_size
         self.writer = AtomicVideoWriter(self.path, self._fps or run.streams[0].fps or DEFAULT_OUTPUT_FPS, self.codec)
-        run.say(f"video: {self.path} as {self.codec.describe()}")
+        # A fallback codec is a warning (always said); the H.264 we wanted is only a note.
+        (run.say if self.codec.why else run.note)(f"video: {self.path} as {self.codec.describe()}")
 
     def frame(self, stream: int, frame: "SourceFrame", latest: "Prediction | None") -> None:
         canvas = _annotate(frame, latest, self._ring)

@@ -326,3 +326,19 @@ def test_forced_runtime_that_is_missing(monkeypatch, tiny_checkpoint, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 1 and "error[backend]" in err and "pip install 'gcf-trt[openvino]'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_two_concurrent_builds_to_one_out_end_with_one_complete_result(tiny_checkpoint, tmp_path):
+    """Two `gcf-trt build` processes to the same --out: both succeed, the result is whole."""
+    out = tmp_path / "engines"
+    argv = [sys.executable, "-m", "gcf_trt.cli", "build", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+            "--precision", "fp32", "--runtime", "onnxruntime"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    m = read_manifest(out)
+    verify_files(out, m)  # every file of the winner present and matching its hash
+    assert {p.name for p in out.iterdir()} == set(m["files"]) | {"manifest.json"}
+    assert [p.name for p in tmp_path.iterdir()] == ["engines"]  # no temp or old dirs left

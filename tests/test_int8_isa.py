@@ -59,3 +59,27 @@ def test_int8_engines_hold_on_avx2_openvino():
                           capture_output=True, text=True, timeout=900, env=_env())
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "2 passed" in proc.stdout
+
+
+def test_engines_with_8bit_weights_are_refused_without_vnni(tiny_checkpoint, tmp_path, monkeypatch):
+    """Engines built on a VNNI CPU (8-bit weights) and moved to one without it fail loudly."""
+    from gcf_trt.compile.build import build_engines
+    from gcf_trt.compile.options import CalibrationOptions, GateOptions
+    from gcf_trt.errors import EngineError
+    from gcf_trt.runtime.engines import load_engines
+    from tests.conftest import write_video
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(2):
+        write_video(calib / f"v{i}.mp4", num_frames=24, seed=i)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    if not cpuinfo.has_vnni():
+        pytest.skip("this CPU has no VNNI: its builds already write 7-bit weights")
+    build_engines(tiny_checkpoint, tmp_path / "int8", target="cpu", precision="int8", runtime="onnxruntime",
+                  calib=calib, calibration=CalibrationOptions(clips=8, gate_predictions=2),
+                  gate=GateOptions(min_agreement=0.0))
+    load_engines(tmp_path / "int8").close()  # fine where it was built
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(EngineError, match="no VNNI") as err:
+        load_engines(tmp_path / "int8")
+    assert "rebuild" in err.value.hint

@@ -52,6 +52,23 @@ HEAD_MODES = ("auto", "numpy", "engine")
 _CPU_RUNTIMES = ("onnxruntime", "openvino")
 
 
+def _check_int8_weight_bits(engines_dir: Path, manifest: dict[str, Any], comp: dict[str, Any], runtime: str) -> None:
+    """Refuse INT8 CPU engines whose 8-bit weights would saturate on this CPU (x86 without VNNI).
+
+    The build writes 7-bit weights where it runs without VNNI (:mod:`gcf_trt.cpuinfo`); engines
+    built on a VNNI CPU and copied to an AVX2-only one would silently lose accuracy there.
+    """
+    if comp.get("precision") != "int8" or runtime not in ("onnxruntime", "openvino"):
+        return
+    quant = (manifest.get("calibration") or {}).get("quantization") or {}
+    from ..cpuinfo import int8_saturation_risk
+    if quant.get("weight_bits") == 8 and int8_saturation_risk():
+        raise EngineError(f"{engines_dir}: the INT8 backbone has 8-bit weights, made on a CPU with VNNI; this "
+                          f"CPU has no VNNI, where 8-bit int8 dot products saturate (silently wrong results)",
+                          hint="rebuild the engines on this machine with 'gcf-trt build' (it writes 7-bit weights "
+                               "here), or build with --precision fp32")
+
+
 def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
                  options: dict[str, Any] | None = None, expect_model_hash: str | None = None,
                  verify: bool = True, head: str = "auto") -> Engines:
@@ -94,6 +111,8 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
             if verify:
                 verify_files(engines_dir, manifest, [comp["file"]])
             chosen = runtime or comp["runtime"]
+            if name == "backbone":
+                _check_int8_weight_bits(engines_dir, manifest.data, comp, chosen)
             if runtime and runtime != comp["runtime"] and not comp["file"].endswith(".onnx"):
                 raise EngineError(f"{comp['file']} is a {comp['runtime']} engine and cannot run on {runtime}")
             opts = {**(comp.get("options") or {}), **(options or {})} if chosen == comp["runtime"] else dict(options or {})

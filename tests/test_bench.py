@@ -315,3 +315,13 @@ def test_quick_run_markdown_reports_targets(quick_run):
     for key, *_ in bench.TARGETS:
         assert f"`{key}`" in md
     assert any(s in md for s in ("**PASS**", "**MISS**"))
+
+
+def test_replot_renders_a_run_and_refuses_an_old_layout(quick_run, tmp_path):
+    from gcf_trt.errors import InputError
+    _, out, _ = quick_run
+    names = {p.name for p in bench.replot(out)}
+    assert {"latest.json", "latest.md", "latency_distribution.png"} <= names
+    (tmp_path / "latest.json").write_text(json.dumps({"format": "gcf-trt-bench", "version": 1}))
+    with pytest.raises(InputError, match="re-run|version"):
+        bench.replot(tmp_path)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "Config": "config", "SECTIONS": "config", "FULL_BUDGETS": "config",
     "run": "runner", "benchmark": "runner", "summary_lines": "report", "summarize": "timing", "interleaved": "timing", "Deadline": "timing",
     "TARGETS": "report", "HEADLINE_KEYS": "report", "headline": "report", "evaluate_targets": "report",
-    "write_results": "report", "read_results": "report", "markdown": "tables",
+    "write_results": "report", "read_results": "report", "replot": "report", "markdown": "tables",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -57,9 +57,9 @@ def _roofline(ax, roof: dict[str, Any]) -> None:
     xs = np.logspace(-1, 3, 200)
     colors = {"fp32": "tab:blue", "bf16": "tab:purple", "int8": "tab:green"}
     for kind, peak in roof["ceilings_gflops"].items():
-        if peak:
-            ax.plot(xs, np.minimum(peak, bw * xs), color=colors[kind], lw=1.2,
-                    label=f"{kind} ceiling: {peak:.0f} GFLOP/s measured, {bw:.0f} GB/s")
+        if peak:  # without a measured bandwidth (budget spent) only the compute ceiling
+            ax.plot(xs, np.minimum(peak, bw * xs) if bw else np.full_like(xs, peak), color=colors[kind], lw=1.2,
+                    label=f"{kind} ceiling: {peak:.0f} GFLOP/s measured" + (f", {bw:.0f} GB/s" if bw else ""))
     for i, (name, pt) in enumerate(sorted(roof["points"].items(), key=lambda kv: kv[1]["gflops"])):
         ax.scatter(pt["arithmetic_intensity"], pt["gflops"], color=colors[pt["compute_class"]], zorder=3)
         ax.annotate(f"{name} ({pt['gflops']:.0f})", (pt["arithmetic_intensity"], pt["gflops"]), fontsize=7,

@@ -201,6 +201,25 @@ def write_results(results: dict[str, Any], out: str | os.PathLike, make_plots: b
     return [out / "latest.json", md, *written]
 
 
+RESULTS_VERSION = 2  # the layout runner.run writes; version 1 was the single-module harness
+
+
 def read_results(out: str | os.PathLike) -> dict[str, Any]:
     """``latest.json`` of a results directory (for re-rendering without measuring)."""
-    return json.loads((Path(out) / "latest.json").read_text())
+    from ..errors import InputError
+    path = Path(out) / "latest.json"
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}", hint="point at a directory written by gcf-trt bench") from exc
+    if not isinstance(results, dict) or results.get("format") != "gcf-trt-bench" \
+            or results.get("version") != RESULTS_VERSION:
+        raise InputError(f"{path} is not a version {RESULTS_VERSION} gcf-trt bench result "
+                         f"(version {results.get('version') if isinstance(results, dict) else None})",
+                         hint="re-run gcf-trt bench to measure with this version")
+    return results
+
+
+def replot(out: str | os.PathLike) -> list[Path]:
+    """Re-render ``latest.md`` and the plots of ``out`` from its ``latest.json`` (no measurement)."""
+    return write_results(read_results(out), out)

@@ -88,12 +88,12 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
     from .engines import calibration_options
     from .fixtures import QUICK_SPEC, calibration_videos, random_checkpoint
     from .machine import machine_info, native_bf16
-    from .report import HEADLINE_KEYS, evaluate_targets, headline
+    from .report import HEADLINE_KEYS, RESULTS_VERSION, evaluate_targets, headline
     t_start = time.perf_counter()
     work = config.work or Path(tempfile.mkdtemp(prefix="gcf-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
-        "format": "gcf-trt-bench", "version": 2, "quick": config.quick,
+        "format": "gcf-trt-bench", "version": RESULTS_VERSION, "quick": config.quick,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(), "method": {
             "interleaving": "round-robin, one call per candidate per round, start rotated every round",

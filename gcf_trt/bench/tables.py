@@ -162,7 +162,7 @@ def _roofline(roof: dict | None) -> list[str]:
              f"Backbone: {c['gflops_per_clip']:.2f} GFLOPs per clip ({c['counter']}).  "
              f"Measured peaks ({p['matmul_size']}^2 matmul, {p['threads']} threads): FP32 "
              f"{_fmt(p.get('fp32_peak_gflops'))} GFLOP/s, BF16 {_fmt(p.get('bf16_peak_gflops'))}, INT8 "
-             f"{_fmt(p.get('int8_peak_gflops'))} GOP/s; memory copy {p['memory_bandwidth_gbs']:.1f} GB/s.", "",
+             f"{_fmt(p.get('int8_peak_gflops'))} GOP/s; memory copy {_fmt(p.get('memory_bandwidth_gbs'), 1)} GB/s.", "",
              "| peak source | best GFLOP/s | median |", "|---|---|---|"]
     for kind in ("fp32", "bf16", "int8"):
         for src, val in p[kind].items():

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "also stops at its time budget)")
     p.add_argument("--sections", default=None, help=f"comma-separated subset of: {','.join(SECTIONS)}")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--replot", metavar="DIR", default=None,
+                   help="measure nothing: re-render latest.md and the plots of DIR from its latest.json")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if any section raised (CI); an unavailable backend is not an error")
     p.set_defaults(func=_bench)
@@ -37,7 +39,10 @@ def _bench(args: argparse.Namespace) -> int:
     # would flatter every engine's speedup over it.  PASSIVE is the fair baseline; an explicit
     # OMP_WAIT_POLICY in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ..bench import Config, benchmark, summary_lines
+    from ..bench import Config, benchmark, replot, summary_lines
+    if args.replot:
+        print("\n".join(f"wrote {f}" for f in replot(args.replot)))
+        return 0
     sections = [s.strip() for s in args.sections.split(",") if s.strip()] if args.sections else None
     config = Config(args.quick, out=args.out, work=args.work_dir, checkpoint=args.checkpoint,
                     duration=args.duration, plots=not args.no_plots, sections=sections)

@@ -86,33 +86,38 @@ def machine_peaks(n: int = 2048, repeats: int = 8, *, bf16: tuple[bool, str] = (
     flops = 2.0 * n ** 3
     out: dict[str, Any] = {"matmul_size": n, "threads": torch.get_num_threads(), "fp32": {}, "bf16": {}, "int8": {}}
     a, b = torch.randn(n, n), torch.randn(n, n)
-    say("machine peaks: FP32 matmul")
-    out["fp32"]["torch.mm"] = _best_rate(lambda: torch.mm(a, b), flops, repeats, deadline)
-    an, bn = a.numpy(), b.numpy()
-    out["fp32"]["numpy.matmul"] = _best_rate(lambda: an @ bn, flops, repeats, deadline)
-    if not bf16[0]:
-        out["bf16"]["torch.mm(bfloat16)"] = {"unavailable": bf16[1]}
-    elif deadline.expired:
-        out["bf16"]["torch.mm(bfloat16)"] = {"unavailable": "skipped: the section's time budget was spent"}
-    else:
-        say("machine peaks: BF16 matmul")
+
+    def bf16_mm():
         ab, bb = a.bfloat16(), b.bfloat16()
-        out["bf16"]["torch.mm(bfloat16)"] = _best_rate(lambda: torch.mm(ab, bb), flops, repeats, deadline)
-    say("machine peaks: INT8 matmul")
-    ai = torch.randint(-128, 127, (n, n), dtype=torch.int8)
-    bi = torch.randint(-128, 127, (n, n), dtype=torch.int8)
-    for name, make in (("torch._int_mm", lambda: (lambda: torch._int_mm(ai, bi))),
-                       ("onnxruntime MatMulInteger", lambda: _ort_matmul_integer(n))):
-        if deadline.expired:
-            out["int8"][name] = {"unavailable": "skipped: the section's time budget was spent"}
-            continue
-        try:
-            out["int8"][name] = _best_rate(make(), flops, repeats, deadline)
-        except Exception as exc:  # noqa: BLE001
-            out["int8"][name] = {"unavailable": error_text(exc)}
+        return lambda: torch.mm(ab, bb)
+
+    def int8_mm():
+        ai = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        bi = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        return lambda: torch._int_mm(ai, bi)
+    peaks = [("fp32", "torch.mm", lambda: (lambda: torch.mm(a, b))),
+             ("fp32", "numpy.matmul", lambda: (lambda an=a.numpy(), bn=b.numpy(): an @ bn)),
+             ("bf16", "torch.mm(bfloat16)", bf16_mm if bf16[0] else None),
+             ("int8", "torch._int_mm", int8_mm),
+             ("int8", "onnxruntime MatMulInteger", lambda: _ort_matmul_integer(n))]
+    for kind, name, make in peaks:
+        if make is None:
+            out[kind][name] = {"unavailable": bf16[1]}
+        elif deadline.expired:
+            out[kind][name] = {"unavailable": "skipped: the section's time budget was spent"}
+        else:
+            say(f"machine peaks: {kind} {name}")
+            try:
+                out[kind][name] = _best_rate(make(), flops, repeats, deadline)
+            except Exception as exc:  # noqa: BLE001 - e.g. a torch without _int_mm on this CPU
+                out[kind][name] = {"unavailable": error_text(exc)}
     for kind in ("fp32", "bf16", "int8"):
         rates = [v["best_gflops"] for v in out[kind].values() if "best_gflops" in v]
         out[f"{kind}_peak_gflops"] = max(rates) if rates else None
+    out["memory_bandwidth_gbs"] = None
+    if deadline.expired:
+        out["memory_bandwidth_method"] = "skipped: the section's time budget was spent"
+        return out
     say("machine peaks: memory bandwidth")
     src = np.ones(64 * 2**20, np.float32)  # 256 MB
     dst = np.empty_like(src)
@@ -145,7 +150,7 @@ def roofline(cost: dict[str, Any], peaks: dict[str, Any], latency: dict[str, Any
 def section(ctx) -> dict[str, Any]:
     from ..machine import native_bf16
     cost = backbone_cost(ctx.model.backbone.eval(), ctx.spec)
-    peaks = machine_peaks(ctx.config.peak_size, repeats=3 if ctx.config.quick else 8, bf16=native_bf16(),
+    peaks = machine_peaks(ctx.config.peak_size, repeats=3 if ctx.config.quick else 5, bf16=native_bf16(),
                           deadline=ctx.deadline, say=ctx.say)
     latency = ctx.results.get("backbone")
     return {"cost": cost, "peaks": peaks, **(roofline(cost, peaks, latency) if latency else {})}

@@ -323,6 +323,9 @@ def test_corrupt_engine_without_hash_check_is_an_engine_error(tmp_path, tiny_eng
     eng = copy_engines(tiny_engines, tmp_path / "eng")
     (eng / "head.onnx").write_bytes(b"\x08\x07garbage" * 50)
     with pytest.raises(EngineError, match="cannot load .*head.onnx"):
+        load_engines(eng, verify=False, head="engine")
+    (eng / "head.npz").write_bytes(b"PK\x03\x04garbage" * 50)  # the numpy head's weights
+    with pytest.raises(EngineError, match="cannot read head weights .*head.npz"):
         load_engines(eng, verify=False)
     with pytest.raises(EngineError, match="does not match the hash"):
         load_engines(eng)

@@ -103,8 +103,8 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
             t0 = time.perf_counter()
             comp = manifest.component(name)
             if name == "head" and (numpy_file := _numpy_head_file(manifest, runtime, head)):
-                if verify:
-                    verify_files(engines_dir, manifest, [numpy_file])
+                if verify:  # head.onnx too: what TensorRT/Triton take from this directory
+                    verify_files(engines_dir, manifest, sorted({numpy_file, comp["file"]}))
                 backends[name] = NumpyHead(engines_dir / numpy_file, manifest.spec)
                 load_s[name] = time.perf_counter() - t0
                 continue

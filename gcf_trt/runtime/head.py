@@ -25,18 +25,22 @@ HEAD_WEIGHTS_FILE = "head.npz"
 # GCFHead.state_dict() names (torch Linear: weight [out, in]).
 WEIGHT_NAMES = ("proj.weight", "proj.bias", "fuse.weight", "fuse_bias", "gate.0.weight", "gate.0.bias",
                 "gate.2.weight", "gate.2.bias", "classifier.weight", "classifier.bias")
-_META = ("long_range", "select_ratio")
+_META = ("long_range", "select_ratio", "ring_size")
 
 
 def save_head_weights(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec: ModelSpec) -> Path:
-    """Write the head's weights (``GCFHead.state_dict()`` as numpy arrays) and its two
-    hyper-parameters to ``path`` (``.npz``), atomically."""
+    """Write the head's weights (``GCFHead.state_dict()`` as numpy arrays), its two
+    hyper-parameters and the ring size it was exported for to ``path`` (``.npz``), atomically.
+
+    The equations work for any N; the recorded N lets ``load_engines`` refuse a manifest of
+    another model beside this file, as it does for head.onnx."""
     path = Path(path)
     missing = [n for n in WEIGHT_NAMES if n not in weights]
     if missing:
         raise InputError(f"head weights lack {missing}", hint="pass GCFHead.state_dict() converted to numpy")
     arrays = {n: np.asarray(weights[n], np.float32) for n in WEIGHT_NAMES}
-    arrays.update(long_range=np.asarray(spec.long_range), select_ratio=np.asarray(spec.select_ratio, np.float64))
+    arrays.update(long_range=np.asarray(spec.long_range), select_ratio=np.asarray(spec.select_ratio, np.float64),
+                  ring_size=np.asarray(spec.ring_size))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -63,7 +67,7 @@ class NumpyHead(Backend):
         try:
             with np.load(str(path), allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, BadZipFile, EOFError ...
             raise EngineError(f"cannot read head weights {path}: {exc}",
                               hint="rebuild the engines: gcf-trt build --checkpoint CKPT --out DIR") from exc
         missing = [n for n in (*WEIGHT_NAMES, *_META) if n not in arrays]
@@ -80,7 +84,7 @@ class NumpyHead(Backend):
         self.w_g, self.b_g = f32["gate.2.weight"].T.copy(), f32["gate.2.bias"]
         self.w_c, self.b_c = f32["classifier.weight"].T.copy(), f32["classifier.bias"]
         dim, classes = self.w_p.shape[0], self.b_c.shape[0]
-        n = spec.ring_size if spec is not None else -1
+        n = int(arrays["ring_size"])
         if spec is not None and (spec.dim, spec.num_classes, spec.head_hidden) != (dim, classes, self.hidden):
             raise EngineError(f"{path} holds a head for D={dim}, C={classes}, E={self.hidden}, the manifest's "
                               f"model has D={spec.dim}, C={spec.num_classes}, E={spec.head_hidden}",

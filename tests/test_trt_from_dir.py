@@ -65,6 +65,11 @@ def test_int8_plans_from_a_cpu_build_without_torch(cpu_int8, tmp_path):
     assert m["calibration"]["quantization_tensorrt"]["tensorrt_qdq_problems"] == []
     assert "torch" not in m["versions"] and m["versions"]["tensorrt"] == TRT10
     verify_files(out, m)
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "manifest.schema.json").read_text())
+    for manifest in (m, src):  # the TensorRT build's manifest and its CPU source, sources included
+        jsonschema.validate(manifest.to_dict(), schema)
+    assert src["sources"]["backbone_int8_tensorrt"] == "backbone_int8_trt.onnx"
 
 
 def test_fp16_plans_on_tensorrt11_from_a_cpu_build_without_torch(cpu_int8, tmp_path):

@@ -237,6 +237,6 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Sections that failed", ""] + [f"- {n}: {e['error']}" for n, e in results["errors"].items()]
     budgets, took = results.get("section_budgets") or {}, results.get("section_seconds") or {}
     lines += ["", "## Time per section", "", "| section | budget s | took s |", "|---|---|---|"]
-    lines += [f"| {name} | {_fmt(budgets.get(name))} | {_fmt(s)} |" for name, s in took.items()]
+    lines += [f"| {name} | {_fmt(budgets.get(name), 0)} | {_fmt(s, 1)} |" for name, s in took.items()]
     lines += ["", f"Total run time {results.get('total_seconds')} s.", ""]
     return "\n".join(lines)

@@ -400,3 +400,40 @@ def test_measure_stage_costs(calibrated_engines):
         costs = measure_stage_costs(engines, iterations=3, warmup=1)
     assert costs["backbone_ms"] > 0 and costs["head_ms"] > 0
     assert costs["head_share"] == pytest.approx(costs["head_ms"] / (costs["head_ms"] + costs["backbone_ms"]))
+
+
+def test_run_with_frames_yields_every_frame_with_its_prediction(calibrated_engines, long_video, long_reference):
+    """run(frames=True): one FrameResult per frame (for drawing/writing), the prediction on the
+    frame that completed its clip, the same predictions as run()."""
+    from gcf_trt.runtime.stream import FrameResult
+    with StreamingClassifier(calibrated_engines) as clf:
+        results = list(clf.run(str(long_video), frames=True))
+    assert len(results) == NUM_FRAMES and all(isinstance(r, FrameResult) for r in results)
+    assert [r.frame.index for r in results] == list(range(NUM_FRAMES))
+    done = [r for r in results if r.prediction is not None]
+    assert [r.frame.index for r in done] == [p.frame_range[1] for p in (r.prediction for r in done)]
+    assert_matches([r.prediction for r in done], long_reference)
+    assert results[0].frame.image.shape == (48, 64, 3)
+
+
+def test_stream_core_steps_are_explicit(calibrated_engines, long_frames):
+    """The core's public steps in order; misuse is an InputError with a hint, not silence."""
+    from gcf_trt.runtime.core import StreamCore, run_head
+    with load_engines(calibrated_engines) as engines:
+        core = StreamCore(engines.spec)
+        with pytest.raises(InputError, match="no completed clip") as err:
+            core.take_clip()
+        assert err.value.hint
+        ready = [core.push(f) for f in long_frames[:4]]
+        assert ready == [False, False, False, True] and core.clip_ready
+        with pytest.raises(InputError, match="not taken"):
+            core.push(long_frames[4])
+        clip = core.take_clip()
+        assert clip.frame_range == (0, 3) and clip.clip.shape == engines.spec.clip_shape and core.in_flight == 1
+        with pytest.raises(InputError, match="without a committed clip"):
+            core.finish(np.zeros(3), np.zeros(4), {})
+        core.commit(engines.backbone.infer({"clip": clip.clip[None]})["descriptor"], clip)
+        logits, gates, calls = run_head(engines.head, [core])
+        p = core.finish(logits[0], gates[0], {"total": 1.0})
+        assert calls == 1 and p.clip_index == 0 and p.ring_fill == 1 and core.state.clips == 1
+        assert core.in_flight == 0 and list(core.history) == [p]

@@ -327,6 +327,11 @@ def pad_left(desc: list[torch.Tensor], overlaps: list[np.ndarray], n: int):
     return x, mask, ov
 
 
+def _say(message: str) -> None:
+    """Default ``log``: flushed at once, so a redirected log shows each epoch as it ends."""
+    print(message, flush=True)
+
+
 # ----------------------------------------------------------------------------- checkpoints per epoch
 class _Checkpointer:
     """Writes the model and the training state to ``out`` at epoch ends, atomically.
@@ -381,7 +386,7 @@ def _epoch_log(log, stage: str, epoch: int, epochs: int, t_stage: float, done_be
 
 
 def train_backbone(model, videos: list[VideoClips], cfg: TrainConfig, history: dict,
-                   log: Callable[[str], None] = print, ckpt: _Checkpointer | None = None,
+                   log: Callable[[str], None] = _say, ckpt: _Checkpointer | None = None,
                    resume: dict | None = None, progress: bool = True) -> None:
     """Stage 1 on clips: backbone + clip classifier (+ the actionness probe), every epoch saved."""
     spec = model.spec
@@ -453,7 +458,7 @@ class VideoDescriptors:
 
 
 def train_clip_classifier(model, videos: list[VideoDescriptors], cfg: TrainConfig, history: dict,
-                          log: Callable[[str], None] = print, ckpt: _Checkpointer | None = None,
+                          log: Callable[[str], None] = _say, ckpt: _Checkpointer | None = None,
                           resume: dict | None = None, progress: bool = True) -> None:
     """Stage 1 with a frozen backbone: the clip classifier on cached descriptors (same loss)."""
     desc = torch.cat([v.desc for v in videos])
@@ -587,7 +592,8 @@ def descriptor_cache_key(model) -> str:
 
 @torch.no_grad()
 def cached_descriptors(model, dataset: VideoSet, cache_dir: str | Path, *, batch: int = 8,
-                       progress: bool = True, stats: dict | None = None) -> list[VideoDescriptors]:
+                       progress: bool = True, stats: dict | None = None,
+                       log: Callable[[str], None] | None = None) -> list[VideoDescriptors]:
     """Descriptors of every record of ``dataset``, computed once per (backbone, preprocessing,
     video file) and kept in ``cache_dir`` (one ``.npz`` per file, written atomically).
 
@@ -607,8 +613,13 @@ def cached_descriptors(model, dataset: VideoSet, cache_dir: str | Path, *, batch
     memo: dict[str, tuple[torch.Tensor, list[tuple[int, int]]]] = {}
     out = []
     model.eval()
+    t0 = t_said = time.time()
     with progress_bar(range(len(dataset)), desc="descriptors", unit="video", enabled=progress) as bar:
         for i in bar:
+            if log and i and time.time() - t_said > 30:   # the bar is hidden off a terminal: say it is alive
+                eta = (time.time() - t0) / i * (len(dataset) - i)
+                log(f"descriptors: {i}/{len(dataset)} videos, ETA {eta:.0f} s")
+                t_said = time.time()
             rec = dataset.records[i]
             st = rec.path.stat()
             fkey = hashlib.sha256(f"{rec.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
@@ -677,7 +688,7 @@ def _open_sets(videos) -> list[VideoSet]:
     return sets
 
 
-def train(videos, out, cfg: TrainConfig | None = None, log: Callable[[str], None] = print, *,
+def train(videos, out, cfg: TrainConfig | None = None, log: Callable[[str], None] = _say, *,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train a GCF-Net on labelled videos and write the checkpoint (atomically, every epoch).
 
@@ -753,9 +764,9 @@ def train(videos, out, cfg: TrainConfig | None = None, log: Callable[[str], None
                 p.requires_grad_(False)
             cache = Path(cfg.cache_dir) if cfg.cache_dir else out.parent / ".gcf-trt-cache"
             tr = [v for t in train_sets for v in cached_descriptors(model, t, cache, progress=progress,
-                                                                     stats=cache_stats)]
+                                                                     stats=cache_stats, log=log)]
             va = [v for s in val_sets for v in cached_descriptors(model, s, cache, progress=progress,
-                                                                   stats=cache_stats)]
+                                                                   stats=cache_stats, log=log)]
             log(f"descriptor cache {cache}: {cache_stats['hits']} videos reused, {cache_stats['misses']} computed")
             if not tr:
                 raise InputError(f"no training video is long enough for one clip of {spec.clip_len} frames",
@@ -797,7 +808,7 @@ _CLI_FIELDS = ("clip_len", "stride", "size", "resize_short", "ring_size", "epoch
                "batch", "lr", "seed", "threads", "gate_weight", "limit", "val_fraction", "cache_dir")
 
 
-def train_from_args(opts: dict[str, Any], log: Callable[[str], None] = print) -> TrainResult:
+def train_from_args(opts: dict[str, Any], log: Callable[[str], None] = _say) -> TrainResult:
     """``gcf-trt train``: the command line's options (argparse names) -> :func:`train`.
 
     Checks the values here so the messages name the flags (``--epochs must be >= 1``).

@@ -190,7 +190,7 @@ def candidates(builds: Builds, *, bf16: tuple[bool, str]) -> list[Candidate]:
     them; the other rows are the runtime x precision matrix on the same files.
     """
     status = unusable_runtimes()
-    fp32_onnx, int8_onnx = builds.fp32.dir / "backbone.onnx", builds.int8_file
+    fp32_onnx, int8_onnx = builds.fp32.file("backbone"), builds.int8_file
     no_int8 = None if int8_onnx else f"no INT8 backbone file ({builds.int8_source})"
     cands = [Candidate("torch_eager_fp32", "torch", "fp32")]
 

@@ -106,7 +106,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     chosen = per.get(int8_rt) or next((v for k, v in per.items() if "bf16" not in k), None)
     h["int8_top1_agreement"] = chosen["top1_agreement"] if chosen else None
     h["int8_agreement_n"] = chosen["num_predictions"] if chosen else None
-    h["int8_agreement_95ci"] = chosen.get("top1_agreement_95ci") if chosen else None
+    h["int8_agreement_95ci"] = chosen.get("top1_agreement_ci95") if chosen else None
     if agr.get("model", "").startswith("NOT"):
         notes["int8_top1_agreement"] = agr["model"]
     cold = results.get("cold_start") or {}

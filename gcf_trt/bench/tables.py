@@ -210,7 +210,7 @@ def _agreement(agr: dict | None) -> list[str]:
     lines = ["", "## INT8 agreement with FP32", "", f"Model: {agr.get('model')}.  Videos: {agr.get('videos')}.", ""]
     for runtime, r in (agr.get("per_runtime") or {}).items():
         if "top1_agreement" in r:
-            lo, hi = r.get("top1_agreement_95ci") or (float("nan"), float("nan"))
+            lo, hi = r.get("top1_agreement_ci95") or (float("nan"), float("nan"))
             lines.append(f"- {runtime}: top-1 agreement **{r['top1_agreement']:.2%}** over {r['num_predictions']} "
                          f"ring predictions (95% interval {lo:.1%} - {hi:.1%}); descriptor cosine mean "
                          f"{r['cosine_mean']:.4f}, min {r['cosine_min']:.4f}")

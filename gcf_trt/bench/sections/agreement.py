@@ -7,7 +7,6 @@ calibration, until at least ``Config.agreement_predictions`` predictions (issue 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,8 @@ from ..timing import error_text
 CALIB_SEED, EVAL_SEED = 7001, 7002  # not the training seeds (gcf_trt.train uses 0..)
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion k/n (sound near 0 and 1, unlike the normal one)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    # at k = 0 or k = n the bound is exactly 0 or 1; floating point would land a hair inside
-    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
-
-
-def eval_clips(spec, work: Path, want: int, *, max_videos: int = 128) -> tuple[np.ndarray, int]:
-    """Clips from freshly generated videos (seed ``EVAL_SEED``) until ``want`` of them.
+def eval_clips(spec, work: Path, want: int, *, max_videos: int = 128) -> tuple[list[np.ndarray], int]:
+    """Clip sequences, one per freshly generated video (seed ``EVAL_SEED``), until ``want`` clips.
 
     Not cut short by the section's budget: a figure on fewer predictions than asked for cannot
     resolve 99 % (issue 13), so the budget is sized for it instead."""
@@ -47,28 +35,28 @@ def eval_clips(spec, work: Path, want: int, *, max_videos: int = 128) -> tuple[n
             if len(c):
                 clips.append(c)
         videos += batch
-    return np.concatenate(clips), videos
+    return clips, videos
 
 
-def int8_agreement(fp32_dir: Path, int8_file: Path, clips: np.ndarray, spec, *, bf16: tuple[bool, str]) -> dict[str, Any]:
+def int8_agreement(fp32: Built, int8_file: Path, clips: list[np.ndarray], spec, *,
+                   bf16: tuple[bool, str]) -> dict[str, Any]:
     """Per runtime: INT8 backbone vs the ONNX Runtime FP32 backbone, the same FP32 head
-    (:func:`gcf_trt.compile.precision.agreement`), with the 95 % interval."""
+    (:func:`gcf_trt.compile.precision.agreement`: rings never span two videos; its result
+    carries the 95 % Wilson interval ``top1_agreement_ci95``)."""
     from ...compile.precision import agreement
     from ...runtime.backends import open_backend
-    ref = open_backend("onnxruntime", fp32_dir / "backbone.onnx", {})
-    head = open_backend("onnxruntime", fp32_dir / "head.onnx", {})
+    fp32_backbone = fp32.file("backbone")
+    ref = open_backend("onnxruntime", fp32_backbone, {})
+    head = open_backend("onnxruntime", fp32.file("head"), {})
     tests = [("onnxruntime", "onnxruntime", int8_file, {}),
              ("openvino", "openvino", int8_file, {"inference_precision": "f32"})]
     if bf16[0]:
-        tests.append(("openvino_bf16 (FP32 file, BF16 compute)", "openvino", fp32_dir / "backbone.onnx",
+        tests.append(("openvino_bf16 (FP32 file, BF16 compute)", "openvino", fp32_backbone,
                       {"inference_precision": "bf16"}))
     out: dict[str, Any] = {}
     for label, runtime, path, options in tests:
         try:
-            r = agreement(ref, open_backend(runtime, path, options), clips, head, ring_size=spec.ring_size)
-            k = int(round(r["top1_agreement"] * r["num_predictions"]))
-            r["top1_agreement_95ci"] = list(wilson_interval(k, r["num_predictions"]))
-            out[label] = r
+            out[label] = agreement(ref, open_backend(runtime, path, options), clips, head, ring_size=spec.ring_size)
         except Exception as exc:  # noqa: BLE001
             out[label] = {"unavailable": error_text(exc)}
     if not bf16[0]:
@@ -101,10 +89,10 @@ def section(ctx) -> dict[str, Any]:
         return {"model": note, "unavailable": builds.int8_source}
     say(f"INT8 agreement on {note}")
     clips, videos = eval_clips(spec, work, config.agreement_predictions)
-    per = int8_agreement(builds.fp32.dir, builds.int8_file, clips, spec, bf16=native_bf16())
+    per = int8_agreement(builds.fp32, builds.int8_file, clips, spec, bf16=native_bf16())
     int8 = builds.int8 if builds.int8 is not None else builds.cpu
     return {"model": note, "checkpoint": str(model_ckpt or ctx.checkpoint), "int8_file": builds.int8_file.name,
-            "int8_source": builds.int8_source, "num_eval_videos": videos, "num_clips": int(len(clips)),
+            "int8_source": builds.int8_source, "num_eval_videos": videos, "num_clips": int(sum(len(c) for c in clips)),
             "videos": f"gcf_trt.data.make_videos, seeds {CALIB_SEED} (calibration) / {EVAL_SEED}+ (evaluation)",
             "per_runtime": per, "build": int8.record() if int8 is not None else None}
 

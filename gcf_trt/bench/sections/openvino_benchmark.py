@@ -53,7 +53,7 @@ def section(ctx) -> dict[str, Any]:
     reason = unusable_runtimes().get("openvino")
     if reason:
         return {"unavailable": reason}
-    files = {"fp32": ctx.builds.fp32.dir / "backbone.onnx"}
+    files = {"fp32": ctx.builds.fp32.file("backbone")}
     if ctx.builds.int8_file:
         files["int8"] = ctx.builds.int8_file
     runs = [(p, mode) for p in files for mode in ("throughput_async", "latency_sync")]

@@ -46,7 +46,7 @@ def ort_options_sweep(path: Path, spec, *, say, **timing) -> dict[str, Any]:
 
 
 def section(ctx) -> dict[str, Any]:
-    out = {"fp32": ort_options_sweep(ctx.builds.fp32.dir / "backbone.onnx", ctx.spec, say=ctx.say,
+    out = {"fp32": ort_options_sweep(ctx.builds.fp32.file("backbone"), ctx.spec, say=ctx.say,
                                      **ctx.timing(0.25, share=0.5))}
     if ctx.builds.int8_file and not ctx.deadline.expired:
         out["int8"] = ort_options_sweep(ctx.builds.int8_file, ctx.spec, say=ctx.say, **ctx.timing(0.25, share=0.9))

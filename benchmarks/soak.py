@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds excluded from the RSS growth (default 15%% of the run, 30..120 s)")
     parser.add_argument("--sample-seconds", type=float, default=10.0)
     parser.add_argument("--engines", default=None, help="engines directory (default: build one in a subprocess)")
-    parser.add_argument("--quick", action="store_true", help="without --engines: the test suite's tiny model")
+    parser.add_argument("--quick", action="store_true", help="without --engines: the bench's quick model (gcf_trt.bench.fixtures.QUICK_SPEC)")
     parser.add_argument("--runtime", default=None, help="force a runtime (onnxruntime, openvino)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "soak.json"))
     parser.add_argument("--verbose", action="store_true", help="log every reconnect")

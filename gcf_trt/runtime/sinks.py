@@ -219,6 +219,18 @@ def choose_codec(suffix: str) -> VideoCodec:
             os.environ["OPENCV_FFMPEG_LOGLEVEL"] = log
 
 
+def check_video_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it has a video extension and a writable directory, else the error."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_EXTENSIONS:
+        raise InputError(f"--output {path} has an unsupported extension {suffix!r}",
+                         hint=f"use one of {', '.join(VIDEO_EXTENSIONS)}")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise OutputError(f"cannot write {path}: {path.parent} is not a writable directory")
+    return path
+
+
 class AtomicVideoWriter:
     """Frames into a hidden temp file beside ``path``, renamed over ``path`` on :meth:`commit`
     (so a reader never sees half a video), removed on :meth:`abort`.
@@ -230,13 +242,8 @@ class AtomicVideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, codec: VideoCodec | None = None):
-        self.path = Path(path)
+        self.path = check_video_path(path)
         suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_EXTENSIONS:
-            raise InputError(f"--output {self.path} has an unsupported extension {suffix!r}",
-                             hint=f"use one of {', '.join(VIDEO_EXTENSIONS)}")
-        if not self.path.parent.is_dir() or not os.access(self.path.parent, os.W_OK):
-            raise OutputError(f"cannot write {self.path}: {self.path.parent} is not a writable directory")
         self.codec = codec or choose_codec(suffix)
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{suffix}")
         self.fps = float(fps)
@@ -338,11 +345,9 @@ class VideoSink(Sink):
     multi_stream = False
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None):
-        self.path, self._fps = path, fps
+        self.path, self._fps = check_video_path(path), fps  # checked now, before the engines load
         self.writer: AtomicVideoWriter | None = None
-        # Validate the extension and the directory now, before the engines load.
-        AtomicVideoWriter(path, fps or DEFAULT_OUTPUT_FPS, codec=VideoCodec("probe", "", "mp4v"))
-        self.codec = choose_codec(Path(path).suffix.lower())
+        self.codec = choose_codec(self.path.suffix.lower())
         self._ring = 0
 
     def start(self, run: RunView) -> None:

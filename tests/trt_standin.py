@@ -1,10 +1,13 @@
-"""A recording stand-in for the ``tensorrt`` Python module (configuration tests only).
+"""A recording stand-in for the ``tensorrt`` Python module (no GPU needed).
 
 It mirrors the names gcf-trt uses, per TensorRT generation, so the version branches of
 gcf_trt/compile/trt_build.py and the identity checks of the TensorRT backend can be tested
-without TensorRT or a GPU.  It does **not** build or run anything: ``build_serialized_network``
+without TensorRT or a GPU.  It does **not** build anything: ``build_serialized_network``
 returns a fake "plan" that is the JSON record of the network and configuration it was given,
-so a test can assert what would have been asked of TensorRT.
+so a test can assert what would have been asked of TensorRT.  Its ONNX parser refuses what
+TensorRT's refuses in Q/DQ graphs (INT32-bias DequantizeLinear, UINT8 zero points).  The only
+thing it "runs" is a toy engine (:func:`exec_plan`, y = 2x + 1) on :class:`FakeCudart`, to test
+the backend's buffers, shapes and CUDA graph handling; real kernels run only on a GPU.
 
 What differs between generations here (from the TensorRT docs; see docs/TENSORRT.md):
 

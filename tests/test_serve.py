@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.live.helpers import RtspServer, gcf_run, read_url_line, stop
+from tests.live.helpers import GcfRun, RtspServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -70,12 +70,13 @@ def test_live_page_in_headless_chromium(demo_engines_fp32, tmp_path, browser):
     video = write_video(tmp_path / "action.mp4", render_video(plan_video(7, 0)))
     camera = RtspServer().start()
     camera_url = f"rtsp://viewer:s3cret@127.0.0.1:{camera.port}/live"
-    proc = gcf_run(str(video), camera_url, "--engines", str(demo_engines_fp32), "--loop", "--transport", "tcp",
-                   "--serve", "127.0.0.1:0", "--jsonl", str(tmp_path / "p.jsonl"))
+    proc = GcfRun(str(video), camera_url, "--engines", str(demo_engines_fp32), "--loop", "--transport", "tcp",
+                  "--serve", "127.0.0.1:0", "--jsonl", str(tmp_path / "p.jsonl"))
     try:
-        url, said = read_url_line(proc)
+        line = proc.wait_line(r"live view: (http://\S+) (.*)")
+        url = line.group(1)
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url)
-        assert "only this machine can connect" in said[-1]
+        assert "only this machine can connect" in line.group(2)
         browser.get(url)
         js = "const e = document.getElementById(arguments[0]); return e ? e.dataset[arguments[1]] : null;"
         for stream in (0, 1):
@@ -121,9 +122,9 @@ def test_live_page_in_headless_chromium(demo_engines_fp32, tmp_path, browser):
         if os.environ.get("GCF_LIVE_SCREENSHOT"):  # docs/img/live_view.png is made this way
             browser.save_screenshot(os.environ["GCF_LIVE_SCREENSHOT"])
     finally:
-        stop(proc, timeout=30)
+        code, err = proc.finish()
         camera.stop()
-    _, err = proc.communicate(timeout=30)
+    assert code == 0, err
     assert "s3cret" not in err
     assert "stopped by SIGTERM" in err.strip().splitlines()[-1], err
 
@@ -137,11 +138,11 @@ def test_stalled_and_vanishing_viewers_are_harmless(tiny_engines, tmp_path):
     from tests.conftest import write_video
     video = write_video(tmp_path / "clip.mp4", num_frames=48, size=(320, 240))
     jsonl = tmp_path / "p.jsonl"
-    proc = gcf_run(str(video), "--engines", str(tiny_engines), "--loop", "--serve", ":0", "--serve-fps", "50",
-                   "--jsonl", str(jsonl))
+    proc = GcfRun(str(video), "--engines", str(tiny_engines), "--loop", "--serve", ":0", "--serve-fps", "50",
+                  "--jsonl", str(jsonl))
     stalled = []
     try:
-        url, _ = read_url_line(proc)
+        url = proc.wait_line(r"live view: (http://\S+)").group(1)
         port = int(url.rsplit(":", 1)[1].strip("/"))
 
         def open_raw(path: str, rcvbuf: int = 4096) -> socket.socket:
@@ -172,6 +173,5 @@ def test_stalled_and_vanishing_viewers_are_harmless(tiny_engines, tmp_path):
     finally:
         for s in stalled:
             s.close()
-        stop(proc, timeout=30)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+        code, err = proc.finish()
+    assert code == 0, err

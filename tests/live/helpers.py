@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,8 +125,11 @@ class RtspServer:
     def start(self) -> "RtspServer":
         self.proc = subprocess.Popen([self.python, str(HERE / "rtsp_server.py"), str(self.port), "120", self.protocols],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()
-        assert line.strip() == "READY", f"RTSP server did not start: {line!r}"
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20)  # the first line: nothing buffered yet
+        line = self.proc.stdout.readline() if ready else "(nothing within 20 s)"
+        if line.strip() != "READY":
+            self.stop()
+            raise AssertionError(f"RTSP server did not start: {line!r}")
         return self
 
     def stop(self) -> None:
@@ -134,22 +139,50 @@ class RtspServer:
             self.proc = None
 
 
+class GcfRun:
+    """`gcf-trt run ...` as a subprocess whose stderr a thread collects line by line, so every
+    wait on it is bounded in time (a silent, hung process cannot block a test)."""
+
+    def __init__(self, *argv: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "gcf_trt.cli", "run", *argv], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait_line(self, pattern: str, timeout: float = 120.0) -> re.Match:
+        """The first stderr line matching ``pattern`` (re.match), waiting at most ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                match = re.match(pattern, line)
+                if match:
+                    return match
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no stderr line matching {pattern!r}; stderr: {chr(10).join(self.lines)}")
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str]:
+        """SIGTERM (if still running), wait; returns (exit code, the whole stderr)."""
+        stop(self.proc, timeout=timeout)
+        self._reader.join(timeout=timeout)
+        self.proc.stderr.close()
+        return self.proc.returncode, "\n".join(self.lines)
+
+
 def gcf_run(*argv: str, **kwargs) -> subprocess.Popen:
-    """`gcf-trt run ...` as a subprocess (stdout/stderr piped, text)."""
+    """`gcf-trt run ...` as a subprocess that runs to its end (stdout/stderr piped, text)."""
     return subprocess.Popen([sys.executable, "-m", "gcf_trt.cli", "run", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, **kwargs)
-
-
-def read_url_line(proc: subprocess.Popen, timeout: float = 120.0) -> tuple[str, list[str]]:
-    """Read stderr lines until the 'live view: URL' line; returns (url, lines read)."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = re.match(r"live view: (http://\S+)", line)
-        if match:
-            return match.group(1), lines
-    raise AssertionError(f"no 'live view:' line; stderr so far: {''.join(lines)}")

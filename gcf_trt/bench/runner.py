@@ -148,10 +148,11 @@ def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def _finish(results, t_start, headline, evaluate_targets, keys) -> dict[str, Any]:
+    # measured before the headline (plots and files, written after, take a few more seconds)
+    results["total_seconds"] = round(time.perf_counter() - t_start, 1)
     results["headline"] = headline(results)
     results["targets"] = evaluate_targets(results["headline"])
     # The headline figures also at the top level of latest.json (null when not measurable here;
     # the reason is in headline.notes or errors).
     results.update({k: results["headline"].get(k) for k in keys})
-    results["total_seconds"] = round(time.perf_counter() - t_start, 1)
     return results

@@ -145,11 +145,15 @@ def test_cli_registers_bench():
 @pytest.mark.parametrize("argv, says", [
     (["--sections", "nope"], "unknown section"),
     (["--checkpoint", "no/such/model.pt"], "--checkpoint"),
+    (["--checkpoint", "TEXT_FILE"], "not a torch checkpoint"),
     (["--duration", "0"], "--duration"),
 ])
-def test_cli_rejects_bad_options_in_one_line(argv, says):
-    proc = subprocess.run([sys.executable, "-m", "gcf_trt.bench", "--quick", *argv], capture_output=True,
-                          text=True, timeout=120)
+def test_cli_rejects_bad_options_in_one_line(argv, says, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    argv = [str(text) if a == "TEXT_FILE" else a for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "gcf_trt.bench", "--quick", "--work-dir", str(tmp_path / "w"),
+                           "--out", str(tmp_path / "out"), *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error[")]
     assert len(errors) == 1 and says in errors[0], proc.stderr

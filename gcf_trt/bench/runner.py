@@ -78,19 +78,25 @@ def benchmark(config: Config, say: Callable[[str], None] = print) -> tuple[dict[
 
 
 def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the benchmark; returns the results dict (written by :func:`gcf_trt.bench.report.write_results`)."""
+    """Run the benchmark; returns the results dict (written by :func:`gcf_trt.bench.report.write_results`).
+
+    Engines and videos go to ``config.work``, kept; without one, to a temporary directory that
+    is removed at the end (a full run writes several hundred MB there).
+    """
     with _quiet_logs():
-        return _run(config, say)
+        if config.work is not None:
+            return _run(config, say, config.work)
+        with tempfile.TemporaryDirectory(prefix="gcf-bench-") as tmp:
+            return _run(config, say, Path(tmp))
 
 
-def _run(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
+def _run(config: Config, say: Callable[[str], None], work: Path) -> dict[str, Any]:
     from . import engines as eng
     from .engines import calibration_options
     from .fixtures import QUICK_SPEC, calibration_videos, random_checkpoint
     from .machine import machine_info, native_bf16
     from .report import HEADLINE_KEYS, RESULTS_VERSION, evaluate_targets, headline
     t_start = time.perf_counter()
-    work = config.work or Path(tempfile.mkdtemp(prefix="gcf-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "format": "gcf-trt-bench", "version": RESULTS_VERSION, "quick": config.quick,

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="results directory (default: benchmarks/results for a full run of every section, a "
                         "temporary directory for --quick or --sections, so a partial run never overwrites "
                         "the committed results)")
-    p.add_argument("--work-dir", default=None, help="where engines and videos are built (default: temporary)")
+    p.add_argument("--work-dir", default=None,
+                   help="where engines and videos are built, kept (default: a temporary directory, removed)")
     p.add_argument("--checkpoint", default=None,
                    help="the model to benchmark: speed and INT8 agreement are both measured on it (default: "
                         "random weights at the default model size for speed, the bundled trained demo "

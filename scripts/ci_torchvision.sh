@@ -4,7 +4,9 @@
 # torchvision needs another torch than the main venv's (the [torchvision] extra pins torch 2.14.1
 # + torchvision 0.29.1, the pair that imports together on a CPU machine; the [torch] extra pins
 # 2.13), so it gets its own venv, created here from the clean clone.  The tests use tiny clips
-# (8 x 64 x 64): about 6.5 minutes on 2 cores shared with other jobs, plus the install.
+# (8 x 64 x 64).  Measured on 2 cores shared with other jobs: the tests 6.5-10 min wall (about
+# 2 min of CPU time); the install 4 min on a quiet machine, 27 min under a load average of 7
+# (the torch wheel is 5.5 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${GCF_TORCHVISION_VENV:-.venv-torchvision}"

@@ -164,3 +164,36 @@ def test_finetune_starts_from_the_file_and_trains_the_backbone(folder_set, weigh
     assert changed                                             # the whole network trained
     state = torch.load(result.checkpoint, weights_only=True)["extra"]
     assert state["train_state"]["stage"] == "done" and state["train_config"]["mode"] == "finetune"
+
+
+def test_real_ctrl_c_on_the_cli_keeps_a_loadable_checkpoint_and_resume_finishes(folder_set, weights_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time as _time
+    out = tmp_path / "sig.pt"
+    base = [sys.executable, "-m", "gcf_trt.cli", "train", "--videos", str(folder_set), "--out", str(out),
+            "--backbone-weights", str(weights_file), "--freeze-backbone", "--width", "4", "--clip-len", "4",
+            "--size", "32", "--resize-short", "36", "--ring-size", "8", "--epochs", "2"]
+    proc = subprocess.Popen(base + ["--head-epochs", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = _time.time() + 120
+        while not out.exists() and _time.time() < deadline and proc.poll() is None:
+            _time.sleep(0.2)
+        assert out.exists(), "no checkpoint was written"
+        _time.sleep(1.0)                               # inside the head stage, likely mid-write of the next one
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "the last good checkpoint is" in stdout and "--resume" in stdout
+    assert "Traceback" not in stderr
+    load_checkpoint(out)                               # whole, loadable
+    assert not list(tmp_path.glob(".sig.tmp*"))        # no temp file left behind
+    state = torch.load(out, weights_only=True)["extra"]["train_state"]
+    assert state["stage"] in ("clip", "head")
+    done = subprocess.run(base + ["--head-epochs", "1", "--resume"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert torch.load(out, weights_only=True)["extra"]["train_state"]["stage"] == "done"

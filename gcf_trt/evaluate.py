@@ -165,13 +165,13 @@ def best_segment_tiou(segments: Sequence[Segment], start: int, end: int) -> floa
 def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
              engines_dirs: Sequence[str | os.PathLike] = (), *, limit: int | None = None,
              threads: int = 1, progress: bool = True, segment_options: dict | None = None,
-             split: str = "all", val_fraction: float = 0.2, seed: int = 0) -> dict[str, Any]:
+             split: str = "all", val_fraction: float | None = None, seed: int | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (and optionally engines) on a labelled dataset.
 
     ``videos_dir`` is any layout :class:`~gcf_trt.data.VideoSet` reads (class folders, an
     annotation file, a make-videos directory).  ``split``: ``"all"`` videos, or the ``"val"`` /
     ``"train"`` side of the split ``gcf-trt train`` made (the split column, else
-    ``val_fraction`` and ``seed``, which must match the training run's).  Segment tIoU is
+    ``val_fraction`` and ``seed``; None takes the training run's from the checkpoint).  Segment tIoU is
     computed over the videos with an annotated action window (None when there is none).
 
     Returns the report dict (see the module docstring); ``report["videos"]`` has per-video rows.
@@ -188,6 +188,12 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
     if split != "all":
         if split not in ("train", "val"):
             raise InputError(f"--split must be all, train or val, got {split!r}")
+        trained = _train_config(checkpoint)
+        if val_fraction is None:
+            val_fraction = trained.get("val_fraction")
+            if val_fraction is None:    # train's default: 0.2 for user data, 0 for make-videos sets
+                val_fraction = 0.0 if vs.layout == "procedural" else 0.2
+        seed = trained.get("seed", 0) if seed is None else seed
         vs = vs.split(val_fraction, seed)[0 if split == "train" else 1]
         if not len(vs):
             raise InputError(f"{videos_dir}: the {split} split is empty",
@@ -265,6 +271,17 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
                          "gates": [round(float(g), 4) for g in r.gates],
                          "segments": [s.to_dict() for s in r.segments]} for r in results]
     return report
+
+
+def _train_config(checkpoint) -> dict[str, Any]:
+    """The ``train_config`` gcf-trt train stored in the checkpoint ({} for other checkpoints)."""
+    import torch
+    try:
+        extra = torch.load(checkpoint, map_location="cpu", weights_only=True).get("extra", {})
+    except Exception:  # noqa: BLE001 - load_checkpoint already accepted the file; extra is optional
+        return {}
+    cfg = extra.get("train_config") if isinstance(extra, dict) else None
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def _seed_of(vs: VideoSet):

@@ -16,9 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(path,label[,start_s,end_s][,split]) or a make-videos directory")
     p.add_argument("--split", default="all", choices=["all", "train", "val"],
                    help="evaluate every video, or one side of the split gcf-trt train made (default all)")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="with --split and no split column: the --val-fraction used for training (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="with --split: the --seed used for training (default 0)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="with --split and no split column: the held-out share (default: the one the "
+                        "checkpoint was trained with)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --split: the split's seed (default: the checkpoint's training seed)")
     p.add_argument("--engines", action="append", default=[],
                    help="engines directory built from this checkpoint (repeatable: e.g. fp32 and int8)")
     p.add_argument("--out-json", default="benchmarks/results/accuracy.json")

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -476,7 +476,8 @@ def train_clip_classifier(model, videos: list[VideoDescriptors], cfg: TrainConfi
     _restore(opt, resume, "optimizer", "clip")
     _restore(sched, resume, "scheduler", "clip")
     t_stage = time.time()
-    zero_probe = torch.zeros(0)
+    # no actionness probe on a frozen backbone: it could not change the descriptor
+    loss_cfg = replace(cfg, actionness_weight=0.0)
     for epoch in range(done, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, 1, epoch])
         order = rng.permutation(np.concatenate([action_ids, rng.choice(background_ids, n_bg, replace=False)]))
@@ -488,10 +489,7 @@ def train_clip_classifier(model, videos: list[VideoDescriptors], cfg: TrainConfi
                 idx = torch.from_numpy(order[s * batch:(s + 1) * batch])
                 x = F.dropout(desc[idx], cfg.descriptor_dropout, training=True)
                 ov = overlap_all[idx]
-                no_probe = zero_probe.new_zeros(len(idx))
-                loss, stats = clip_loss(clf(x), no_probe, labels_all[idx], ov, cfg)
-                if cfg.actionness_weight:           # no probe on a frozen backbone: drop its term
-                    loss = loss - cfg.actionness_weight * F.binary_cross_entropy_with_logits(no_probe, ov)
+                loss, _ = clip_loss(clf(x), torch.zeros(len(idx)), labels_all[idx], ov, loss_cfg)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -551,7 +549,7 @@ def train_head(model, desc: list[torch.Tensor], labels: list[int], overlaps: lis
             tot = 0.0
             for s in range(steps):
                 idx = perm[s * cfg.head_batch:(s + 1) * cfg.head_batch]
-                xb = F.dropout(x[idx], cfg.descriptor_dropout, training=True, )
+                xb = F.dropout(x[idx], cfg.descriptor_dropout, training=True)
                 logits, gates = head(xb, mask[idx])
                 loss = head_loss(logits, gates, y[idx], ov[idx], mask[idx], cfg.gate_weight)
                 opt.zero_grad(set_to_none=True)

@@ -165,7 +165,8 @@ def best_segment_tiou(segments: Sequence[Segment], start: int, end: int) -> floa
 def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
              engines_dirs: Sequence[str | os.PathLike] = (), *, limit: int | None = None,
              threads: int = 1, progress: bool = True, segment_options: dict | None = None,
-             split: str = "all", val_fraction: float | None = None, seed: int | None = None) -> dict[str, Any]:
+             split: str = "all", val_fraction: float | None = None, seed: int | None = None,
+             cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (and optionally engines) on a labelled dataset.
 
     ``videos_dir`` is any layout :class:`~gcf_trt.data.VideoSet` reads (class folders, an
@@ -173,6 +174,10 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
     ``"train"`` side of the split ``gcf-trt train`` made (the split column, else
     ``val_fraction`` and ``seed``; None takes the training run's from the checkpoint).  Segment tIoU is
     computed over the videos with an annotated action window (None when there is none).
+    ``cache_dir``: the descriptor cache of ``gcf-trt train`` (:class:`gcf_trt.train.DescriptorCache`,
+    keyed by the backbone's weights, so only this model's entries match): PyTorch descriptors
+    found there are not recomputed (engines always run on freshly decoded clips).  ``"auto"``:
+    ``.gcf-trt-cache`` beside the checkpoint when it exists (training's default place).
 
     Returns the report dict (see the module docstring); ``report["videos"]`` has per-video rows.
     """
@@ -208,22 +213,37 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
             raise InputError(f"{path} was built with another spec than {checkpoint}")
         engines.append((str(path), eng, *engine_fns(eng)))
     results: list[VideoResult] = []
+    cache = None
+    if cache_dir == "auto":           # where gcf-trt train puts it by default, if it is there
+        auto = Path(checkpoint).parent / ".gcf-trt-cache"
+        cache_dir = auto if auto.is_dir() else None
+    if cache_dir is not None:
+        from .train import DescriptorCache
+        cache = DescriptorCache(model, cache_dir)
     t0 = time.time()
     bar = progress_bar(range(n_videos), desc="eval", unit="video", enabled=progress)
     try:
         for i in bar:
-            frames, rec = vs[i]
-            if rec.label not in label_index:
-                raise InputError(f"{rec.path.name}: label {rec.label!r} is not one of the model's labels")
-            clips, ranges = clips_from_frames(frames, spec)
-            if len(clips) == 0:
-                continue
-            desc = batched(t_backbone, clips)
+            hit = cache.get(vs.records[i].path) if cache is not None and not engines else None
+            if hit is not None:        # PyTorch descriptors from the training cache: no decode
+                rec, (desc, ranges) = vs.records[i], hit
+                n_frames = rec.num_frames
+                if len(ranges) == 0:
+                    continue
+            else:
+                frames, rec = vs[i]
+                n_frames = len(frames)
+                clips, ranges = clips_from_frames(frames, spec)
+                if len(clips) == 0:
+                    continue
+                desc = batched(t_backbone, clips)
+                if cache is not None:
+                    cache.put(rec.path, desc, ranges)
             central, average = baseline_predictions(model, desc)
             logits, gates = fuse_video(desc, spec.ring_size, t_head)
             gated, oracle = diagnostic_predictions(model, desc, gates, clip_overlap(ranges, rec.start, rec.end))
             segs = segments_from_gates(gates, ranges, **seg_opts)
-            r = VideoResult(rec.path.name, label_index[rec.label], rec.start, rec.end, len(frames), ranges,
+            r = VideoResult(rec.path.name, label_index[rec.label], rec.start, rec.end, n_frames, ranges,
                             central, average, int(logits.argmax()), gated, oracle, gates, segs,
                             best_segment_tiou(segs, rec.start, rec.end) if rec.window else None)
             for name, _, e_backbone, e_head in engines:
@@ -243,6 +263,8 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
         "seed": _seed_of(vs), "layout": vs.layout, "split": split, "num_videos": len(results), "num_clips": int(sum(len(r.ranges) for r in results)),
         "ring_size": spec.ring_size, "max_clips_per_video": int(max(len(r.ranges) for r in results)),
         "seconds": round(time.time() - t0, 1),
+        "descriptor_cache": None if cache is None else {"dir": str(cache_dir), "hits": cache.hits,
+                                                        "computed": cache.misses},
     })
     eng_rows = {}
     for name, eng, *_ in engines:

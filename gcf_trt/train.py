@@ -588,27 +588,54 @@ def descriptor_cache_key(model) -> str:
     return digest.hexdigest()
 
 
+class DescriptorCache:
+    """Clip descriptors of video files for one backbone + preprocessing, on disk.
+
+    ``DIR/<key>/<file key>.npz`` (``desc [K, D]``, ``ranges [K, 2]``), written atomically.
+    ``key`` = :func:`descriptor_cache_key` (backbone weights + preprocessing); a file's key is
+    its absolute path, size and modification time, so an edited video is recomputed.
+    """
+
+    def __init__(self, model, cache_dir: str | Path):
+        self.root = Path(cache_dir) / descriptor_cache_key(model)[:16]
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    def _entry(self, path: Path) -> Path:
+        import hashlib
+        st = path.stat()
+        return self.root / (hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+                            .hexdigest()[:32] + ".npz")
+
+    def get(self, path: Path) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
+        entry = self._entry(path)
+        if not entry.is_file():
+            return None
+        with np.load(entry) as z:
+            self.hits += 1
+            return z["desc"], [tuple(map(int, r)) for r in z["ranges"]]
+
+    def put(self, path: Path, desc: np.ndarray, ranges) -> None:
+        from .fsutil import atomic_file
+        self.misses += 1
+        with atomic_file(self._entry(path)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, desc=np.asarray(desc, np.float32), ranges=np.asarray(ranges, np.int64).reshape(-1, 2))
+
+
 @torch.no_grad()
 def cached_descriptors(model, dataset: VideoSet, cache_dir: str | Path, *, batch: int = 8,
                        progress: bool = True, stats: dict | None = None,
                        log: Callable[[str], None] | None = None) -> list[VideoDescriptors]:
     """Descriptors of every record of ``dataset``, computed once per (backbone, preprocessing,
-    video file) and kept in ``cache_dir`` (one ``.npz`` per file, written atomically).
+    video file) and kept in ``cache_dir`` (:class:`DescriptorCache`).
 
-    A file's entry is keyed by its absolute path, size and modification time, so an edited
-    video is recomputed.  ``stats`` (optional) receives ``{"hits": n, "misses": m}``.
+    ``stats`` (optional) receives ``{"hits": n, "misses": m}`` (video files).
     """
-    import hashlib
-    from .fsutil import atomic_file
-    key = descriptor_cache_key(model)
-    root = Path(cache_dir) / key[:16]
-    root.mkdir(parents=True, exist_ok=True)
+    cache = DescriptorCache(model, cache_dir)
     spec = model.spec
     index = {name: i for i, name in enumerate(spec.labels)}
-    counts = stats if stats is not None else {}
-    counts.setdefault("hits", 0)
-    counts.setdefault("misses", 0)
-    memo: dict[str, tuple[torch.Tensor, list[tuple[int, int]]]] = {}
+    memo: dict[Path, tuple[torch.Tensor, list[tuple[int, int]]]] = {}
     out = []
     model.eval()
     t0 = t_said = time.time()
@@ -619,32 +646,28 @@ def cached_descriptors(model, dataset: VideoSet, cache_dir: str | Path, *, batch
                 log(f"descriptors: {i}/{len(dataset)} videos, ETA {eta:.0f} s")
                 t_said = time.time()
             rec = dataset.records[i]
-            st = rec.path.stat()
-            fkey = hashlib.sha256(f"{rec.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-            if fkey not in memo:
-                entry = root / f"{fkey}.npz"
-                if entry.is_file():
-                    with np.load(entry) as z:
-                        memo[fkey] = (torch.from_numpy(z["desc"]), [tuple(map(int, r)) for r in z["ranges"]])
-                    counts["hits"] += 1
+            if rec.path not in memo:
+                hit = cache.get(rec.path)
+                if hit is not None:
+                    memo[rec.path] = (torch.from_numpy(hit[0]), hit[1])
                 else:
                     frames, drec = dataset[i]
                     v = load_video_clips(frames, drec, spec, index[rec.label])
                     if not v.starts:
-                        memo[fkey] = (torch.zeros(0, spec.dim), [])
+                        memo[rec.path] = (torch.zeros(0, spec.dim), [])
                     else:
                         clips = video_clips_tensor(v, spec)
                         d = torch.cat([model.backbone(clips[j:j + batch]) for j in range(0, len(clips), batch)])
-                        memo[fkey] = (d, list(v.ranges))
-                    with atomic_file(entry) as tmp:
-                        with open(tmp, "wb") as fh:
-                            np.savez(fh, desc=memo[fkey][0].numpy(), ranges=np.asarray(memo[fkey][1], np.int64).reshape(-1, 2))
-                    counts["misses"] += 1
-            d, ranges = memo[fkey]
+                        memo[rec.path] = (d, list(v.ranges))
+                    cache.put(rec.path, memo[rec.path][0].numpy(), memo[rec.path][1])
+            d, ranges = memo[rec.path]
             if len(ranges) == 0:
                 continue
             out.append(VideoDescriptors(d, index[rec.label], clip_overlap(ranges, rec.start, rec.end), ranges,
                                         rec.window))
+    if stats is not None:
+        stats["hits"] = stats.get("hits", 0) + cache.hits
+        stats["misses"] = stats.get("misses", 0) + cache.misses
     return out
 
 

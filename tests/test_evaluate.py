@@ -135,3 +135,26 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
     assert "prediction:" in out and "truth:" in out
     for name in ("input.mp4", "annotated.mp4", "timeline.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000
+
+
+def test_eval_reuses_the_training_descriptor_cache_with_the_same_results(tmp_path):
+    from conftest import write_video as write_clip
+    from gcf_trt.compile.model import build_backbone
+    from gcf_trt.train import TrainConfig, train
+    for c, label in enumerate(("clap", "wave")):
+        (tmp_path / "ds" / label).mkdir(parents=True)
+        for i in range(3):
+            write_clip(tmp_path / "ds" / label / f"{i}.mp4", num_frames=24, size=(48, 40), seed=10 * c + i)
+    torch.manual_seed(1)
+    torch.save(build_backbone("edge3d", width=4, blocks=(1, 1, 1, 1)).state_dict(), tmp_path / "w.pt")
+    cfg = TrainConfig(width=4, clip_len=4, stride=4, size=32, resize_short=36, ring_size=8, head_hidden=16,
+                      epochs=2, head_epochs=5, mode="freeze", backbone_weights=str(tmp_path / "w.pt"))
+    ckpt = train(tmp_path / "ds", tmp_path / "m.pt", cfg, log=lambda m: None, progress=False).checkpoint
+    fresh = evaluate(ckpt, tmp_path / "ds", progress=False)
+    cached = evaluate(ckpt, tmp_path / "ds", progress=False, cache_dir="auto")   # beside the checkpoint
+    assert fresh["descriptor_cache"] is None
+    assert cached["descriptor_cache"]["hits"] == 6 and cached["descriptor_cache"]["computed"] == 0
+    for key in ("gcf_top1", "average_top1", "central_clip_top1", "per_class"):
+        assert cached[key] == fresh[key]
+    for a, b in zip(fresh["videos"], cached["videos"]):
+        np.testing.assert_allclose(a["gates"], b["gates"], atol=1e-4)

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-json", default="benchmarks/results/accuracy.json")
     p.add_argument("--out-md", default="benchmarks/results/accuracy.md")
     p.add_argument("--per-video", default=None, help="also write per-video rows (gates, segments) here")
+    p.add_argument("--cache-dir", default="auto",
+                   help="descriptor cache of gcf-trt train --freeze-backbone: PyTorch descriptors found there "
+                        "are reused (default: .gcf-trt-cache beside the checkpoint, if present)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N videos")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1, fastest when other jobs share the cores; "
@@ -36,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, markdown_table, write_report
     report = evaluate(args.checkpoint, args.videos, args.engines, limit=args.limit, threads=args.threads,
-                      split=args.split, val_fraction=args.val_fraction, seed=args.seed)
+                      split=args.split, val_fraction=args.val_fraction, seed=args.seed,
+                      cache_dir=args.cache_dir)
     report["command"] = "gcf-trt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(report, args.out_json, args.out_md, args.per_video)
     print(markdown_table(report))

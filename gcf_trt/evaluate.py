@@ -218,7 +218,7 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
         auto = Path(checkpoint).parent / ".gcf-trt-cache"
         cache_dir = auto if auto.is_dir() else None
     if cache_dir is not None:
-        from .train import DescriptorCache
+        from .descriptors import DescriptorCache
         cache = DescriptorCache(model, cache_dir)
     t0 = time.time()
     bar = progress_bar(range(n_videos), desc="eval", unit="video", enabled=progress)

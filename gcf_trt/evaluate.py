@@ -174,7 +174,7 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
     ``"train"`` side of the split ``gcf-trt train`` made (the split column, else
     ``val_fraction`` and ``seed``; None takes the training run's from the checkpoint).  Segment tIoU is
     computed over the videos with an annotated action window (None when there is none).
-    ``cache_dir``: the descriptor cache of ``gcf-trt train`` (:class:`gcf_trt.train.DescriptorCache`,
+    ``cache_dir``: the descriptor cache of ``gcf-trt train`` (:class:`gcf_trt.descriptors.DescriptorCache`,
     keyed by the backbone's weights, so only this model's entries match): PyTorch descriptors
     found there are not recomputed (engines always run on freshly decoded clips).  ``"auto"``:
     ``.gcf-trt-cache`` beside the checkpoint when it exists (training's default place).

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from gcf_trt.bench.fixtures import labelled_videos
     from gcf_trt.compile.export import export_backbone, export_head
     from gcf_trt.compile.model import GCFNet
-    from gcf_trt.compile.precision import agreement, calibration_clips, quantize_int8, split_holdout
+    from gcf_trt.compile.agreement import agreement
+    from gcf_trt.compile.calibration import calibration_clips, split_holdout
+    from gcf_trt.compile.precision import quantize_int8
     from gcf_trt.runtime.backends import available_runtimes, open_backend
 
     threads = args.threads or len(os.sched_getaffinity(0))

@@ -137,7 +137,7 @@ def test_int8_build_runs_on_openvino_too(int8_build, tiny_model):
     """The same Q/DQ file, loaded on OpenVINO through the engines API, reports INT8."""
     if available_runtimes()["openvino"] is not None:
         pytest.skip("OpenVINO is not installed")
-    from gcf_trt.compile.precision import agreement
+    from gcf_trt.compile.agreement import agreement
     from gcf_trt.runtime.engines import load_engines
     with load_engines(int8_build.out, runtime="openvino") as ov_eng, load_engines(int8_build.out) as eng:
         assert ov_eng.backbone.precision == "int8" and ov_eng.head.precision == "fp32"

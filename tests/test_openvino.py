@@ -67,7 +67,8 @@ def test_fp32_is_forced_on_a_bf16_cpu_and_bf16_is_reported(tiny_engines, tiny_mo
 
 def test_int8_qdq_file_runs_and_reports_int8(tiny_engines, tiny_model, tmp_path):
     pytest.importorskip("torch")
-    from gcf_trt.compile.precision import agreement, quantize_int8
+    from gcf_trt.compile.agreement import agreement
+    from gcf_trt.compile.precision import quantize_int8
     rng = np.random.default_rng(1)
     calib = rng.standard_normal((6, *tiny_model.spec.clip_shape)).astype(np.float32)
     quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "int8.onnx", calib)

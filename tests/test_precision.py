@@ -9,6 +9,8 @@ import onnx  # noqa: E402
 
 from conftest import write_video  # noqa: E402
 from gcf_trt.compile import precision as P  # noqa: E402
+from gcf_trt.compile import calibration as C  # noqa: E402
+from gcf_trt.compile import agreement as A  # noqa: E402
 from gcf_trt.errors import AgreementError, CalibrationError  # noqa: E402
 from gcf_trt.preprocess import clips_from_frames  # noqa: E402
 from gcf_trt.runtime.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
@@ -24,7 +26,7 @@ def calib_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clips(calib_dir, tiny_model):
-    return P.calibration_clips(calib_dir, tiny_model.spec)
+    return C.calibration_clips(calib_dir, tiny_model.spec)
 
 
 def _read_all(path):
@@ -42,7 +44,7 @@ def _read_all(path):
 def test_calibration_clips_follow_stream_preprocessing(calib_dir, tiny_model, clips):
     spec = tiny_model.spec
     report = {}
-    again = P.calibration_clips(calib_dir, spec, report=report)
+    again = C.calibration_clips(calib_dir, spec, report=report)
     # 24 frames, clip_len 4, stride 4 -> 6 clips per video, 3 videos.
     assert clips.shape == (18, *spec.clip_shape) and clips.dtype == np.float32
     np.testing.assert_array_equal(clips, again)
@@ -50,31 +52,31 @@ def test_calibration_clips_follow_stream_preprocessing(calib_dir, tiny_model, cl
     np.testing.assert_array_equal(clips[:6], expected)
     assert [v["file"] for v in report["videos"]] == ["v0.mp4", "v1.mp4", "v2.mp4"]
     assert report["num_clips"] == 18
-    few = P.calibration_clips(calib_dir, spec, max_clips=5, seed=3)
+    few = C.calibration_clips(calib_dir, spec, max_clips=5, seed=3)
     assert len(few) == 5
 
 
 def test_calibration_errors(tmp_path, tiny_model):
     spec = tiny_model.spec
     with pytest.raises(CalibrationError, match="does not exist"):
-        P.calibration_clips(tmp_path / "missing", spec)
+        C.calibration_clips(tmp_path / "missing", spec)
     (tmp_path / "notes.txt").write_text("no video")
     with pytest.raises(CalibrationError, match="no video files"):
-        P.calibration_clips(tmp_path, spec)
+        C.calibration_clips(tmp_path, spec)
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     with pytest.raises(CalibrationError, match="no readable video") as exc:
-        P.calibration_clips(tmp_path, spec)
+        C.calibration_clips(tmp_path, spec)
     assert exc.value.hint
     write_video(tmp_path / "short.mp4", num_frames=2)
     with pytest.raises(CalibrationError, match="shorter than one clip"):
-        P.calibration_clips(tmp_path, spec)
+        C.calibration_clips(tmp_path, spec)
 
 
 def test_split_holdout(clips):
-    cal, held = P.split_holdout(clips)
+    cal, held = C.split_holdout(clips)
     assert len(cal) + len(held) == len(clips) and len(held) >= 1 and len(cal) >= 1
     with pytest.raises(CalibrationError):
-        P.split_holdout(clips[:1])
+        C.split_holdout(clips[:1])
 
 
 def test_quantize_int8_qdq_and_stem_excluded(tiny_engines, clips, tmp_path):
@@ -123,7 +125,7 @@ def test_quantize_refuses_entropy_and_bad_clips(tiny_engines, clips, tmp_path):
 
 def test_rings_follow_stream_order():
     desc = np.arange(5, dtype=np.float32)[:, None] + 1  # clip k has descriptor k+1
-    rings, mask = P.rings(desc, 3)
+    rings, mask = A.rings(desc, 3)
     np.testing.assert_array_equal(rings[0, :, 0], [0, 0, 1])
     np.testing.assert_array_equal(mask[0], [0, 0, 1])
     np.testing.assert_array_equal(rings[1, :, 0], [0, 1, 2])
@@ -134,10 +136,10 @@ def test_rings_follow_stream_order():
 def test_agreement_pass_and_fail(tiny_engines, clips):
     ref = OnnxRuntimeBackend(tiny_engines / "backbone.onnx")
     head = OnnxRuntimeBackend(tiny_engines / "head.onnx")
-    same = P.agreement(ref, ref, clips, head)
+    same = A.agreement(ref, ref, clips, head)
     assert same["top1_agreement"] == 1.0 and same["cosine_min"] > 0.99999
     assert same["num_predictions"] == len(clips) and same["ring_size"] == 4
-    P.check_agreement(same, 1.0, 0.9999)
+    A.check_agreement(same, 1.0, 0.9999)
 
     # A backbone that returns the wrong descriptors must fail the gate.
     rng = np.random.default_rng(0)
@@ -145,14 +147,14 @@ def test_agreement_pass_and_fail(tiny_engines, clips):
     def wrong(x):
         d = ref.infer({"clip": x})["descriptor"]
         return rng.standard_normal(d.shape).astype(np.float32) * 10
-    bad = P.agreement(ref, wrong, clips, head)
+    bad = A.agreement(ref, wrong, clips, head)
     assert bad["cosine_mean"] < 0.5
     with pytest.raises(AgreementError):
-        P.check_agreement(bad, 0.0, min_cosine=0.9)
+        A.check_agreement(bad, 0.0, min_cosine=0.9)
     # The top-1 threshold is judged on the head's predictions: an impossible threshold fails.
     with pytest.raises(AgreementError, match="min-agreement"):
-        P.check_agreement(same, 1.01)
-    assert not P.passes(same, 1.01) and P.passes(same, 0.99)
+        A.check_agreement(same, 1.01)
+    assert not A.passes(same, 1.01) and A.passes(same, 0.99)
 
 
 def test_entropy_gives_minmax_ranges_in_quantize_static(tiny_engines, clips, tmp_path):
@@ -168,7 +170,7 @@ def test_entropy_gives_minmax_ranges_in_quantize_static(tiny_engines, clips, tmp
 
     def scales(method):
         out = tmp_path / f"{method.name}.onnx"
-        quantize_static(str(pre), str(out), P.ClipDataReader(clips[:8]), quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(out), C.ClipDataReader(clips[:8]), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=method, extra_options={"ActivationSymmetric": True,
                                                                 "WeightSymmetric": True})
@@ -279,30 +281,30 @@ def test_tensorrt_rules_catch_each_violation(demo_backbone, tmp_path):
 
 
 def test_wilson_interval():
-    lo, hi = P.wilson_interval(254, 256)
+    lo, hi = A.wilson_interval(254, 256)
     assert 0.97 < lo < 0.992 < hi <= 1.0
-    assert P.wilson_interval(16, 16)[0] < 0.81  # 16 of 16 cannot tell 99% from 81%
-    assert P.wilson_interval(0, 0) == (0.0, 1.0)
+    assert A.wilson_interval(16, 16)[0] < 0.81  # 16 of 16 cannot tell 99% from 81%
+    assert A.wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_calibration_split_holds_out_whole_videos(calib_dir, tiny_model):
     spec = tiny_model.spec
     report = {}
-    calib, held = P.calibration_split(calib_dir, spec, max_clips=8, gate_predictions=4, report=report)
+    calib, held = C.calibration_split(calib_dir, spec, max_clips=8, gate_predictions=4, report=report)
     assert len(calib) <= 8 and sum(len(h) for h in held) >= 4
     held_files = {v["file"] for v in report["holdout_videos"]}
     calib_files = {v["file"] for v in report["videos"]}
     assert held_files and calib_files and not held_files & calib_files
     assert report["holdout_clips"] == sum(len(h) for h in held)
     with pytest.raises(CalibrationError, match="needs 100000 held-out predictions"):
-        P.calibration_split(calib_dir, spec, gate_predictions=100000)
+        C.calibration_split(calib_dir, spec, gate_predictions=100000)
 
 
 def test_agreement_on_video_sequences_reports_interval(tiny_engines, clips):
     ref = OnnxRuntimeBackend(tiny_engines / "backbone.onnx")
     head = OnnxRuntimeBackend(tiny_engines / "head.onnx")
     groups = [clips[:5], clips[5:]]
-    res = P.agreement(ref, ref, groups, head)
+    res = A.agreement(ref, ref, groups, head)
     assert res["top1_agreement"] == 1.0 and res["num_sequences"] == 2
     assert res["num_predictions"] == len(clips) and res["num_disagreements"] == 0
     lo, hi = res["top1_agreement_ci95"]

@@ -116,7 +116,8 @@ def test_fp16_backbone_and_head_match_onnxruntime(fp16_engines, tiny_model):
 
 
 def test_int8_predictions_agree_with_fp32(int8_engines, tiny_model, tmp_path):
-    from gcf_trt.compile.precision import agreement, calibration_clips
+    from gcf_trt.compile.agreement import agreement
+    from gcf_trt.compile.calibration import calibration_clips
     m = int8_engines.manifest
     assert m["components"]["backbone"]["precision"] == "int8"
     assert m["components"]["backbone"]["source_onnx"] == "backbone_int8_trt.onnx"  # float biases

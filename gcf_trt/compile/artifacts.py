@@ -113,7 +113,7 @@ class CalibrationSet:
 def calibration_set(calib_dir: str | Path, spec: ModelSpec, opts: CalibrationOptions, say: Say,
                     bars: bool = False) -> CalibrationSet:
     """Read the calibration videos (before any export, so bad videos fail fast) and split them."""
-    from .precision import calibration_split
+    from .calibration import calibration_split
     say(f"reading calibration videos from {calib_dir}")
     report: dict[str, Any] = {}
     calib, holdout = calibration_split(calib_dir, spec, max_clips=opts.clips, gate_predictions=opts.gate_predictions,

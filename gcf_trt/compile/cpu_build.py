@@ -209,7 +209,7 @@ def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.nda
     threads, iterations, warmup = cpu.threads, cpu.trial_iterations, cpu.trial_warmup
     from ..errors import GcfError
     from ..runtime.backends import open_backend
-    from .precision import agreement, passes
+    from .agreement import agreement, passes
 
     forced = len(cands) == 1
     ref_opts = _backend_options("onnxruntime", "fp32", threads)
@@ -274,7 +274,7 @@ def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.nda
         worst = failed[0]
         agr = worst.record.get("agreement")
         if agr and "error" not in worst.record:
-            from .precision import check_agreement
+            from .agreement import check_agreement
             check_agreement(agr, min_agreement, min_cosine, what=worst.name)
         raise AgreementError("no candidate passed: " + "; ".join(f"{c.name}: {c.record.get('error', 'failed')}"
                                                                    for c in failed))

@@ -500,7 +500,7 @@ def _verify(tmp: Path, components: dict[str, dict[str, Any]], spec: ModelSpec,
                                                 - ref_hd.infer({"descriptors": desc, "mask": mask})["logits"]).max()),
         }
         if holdout is not None and len(holdout):
-            from .precision import agreement, check_agreement
+            from .agreement import agreement, check_agreement
             result.update(agreement(ref_bb, _in_profile(bb, opts.min_batch, opts.max_batch), holdout, ref_hd,
                                     ring_size=spec.ring_size, batch=opts.max_batch))
             check_agreement(result, gate.min_agreement, gate.min_cosine, what="the TensorRT backbone")

@@ -41,9 +41,9 @@ def eval_clips(spec, work: Path, want: int, *, max_videos: int = 128) -> tuple[l
 def int8_agreement(fp32: Built, int8_file: Path, clips: list[np.ndarray], spec, *,
                    bf16: tuple[bool, str]) -> dict[str, Any]:
     """Per runtime: INT8 backbone vs the ONNX Runtime FP32 backbone, the same FP32 head
-    (:func:`gcf_trt.compile.precision.agreement`: rings never span two videos; its result
+    (:func:`gcf_trt.compile.agreement.agreement`: rings never span two videos; its result
     carries the 95 % Wilson interval ``top1_agreement_ci95``)."""
-    from ...compile.precision import agreement
+    from ...compile.agreement import agreement
     from ...runtime.backends import open_backend
     fp32_backbone = fp32.file("backbone")
     ref = open_backend("onnxruntime", fp32_backbone, {})

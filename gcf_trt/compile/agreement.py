@@ -1,0 +1,155 @@
+"""The agreement gate: is a reduced-precision backbone close enough to FP32, judged on predictions?
+
+Both backbones run over held-out clip sequences (one per video); their descriptors fill the
+rings a stream would present and the same FP32 head classifies each ring.  The result carries
+top-1 agreement with its 95% Wilson interval and descriptor cosines.  numpy only (any backend or
+function can be compared).  Why the gate decides on >= 256 predictions: docs/INT8.md.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import AgreementError, InputError
+
+DescriptorFn = Callable[[np.ndarray], np.ndarray]
+HeadFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _descriptor_fn(obj: Any) -> DescriptorFn:
+    if hasattr(obj, "infer"):
+        return lambda clips: obj.infer({"clip": clips})["descriptor"]
+    if callable(obj):
+        return obj
+    raise InputError(f"expected a backend or a function clips -> descriptors, got {type(obj).__name__}")
+
+
+def _head_fn(obj: Any) -> HeadFn:
+    if hasattr(obj, "infer"):
+        return lambda desc, mask: obj.infer({"descriptors": desc, "mask": mask})["logits"]
+    if callable(obj):
+        return obj
+    raise InputError(f"expected a backend or a function (descriptors, mask) -> logits, got {type(obj).__name__}")
+
+
+def descriptors(fn: Any, clips: np.ndarray, batch: int = 1) -> np.ndarray:
+    """Run a backbone (backend or function) over clips in batches of ``batch``."""
+    run = _descriptor_fn(fn)
+    outs = [np.asarray(run(np.ascontiguousarray(clips[i:i + batch], np.float32)), np.float32)
+            for i in range(0, len(clips), batch)]
+    return np.concatenate(outs)
+
+
+def rings(desc: np.ndarray, ring_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rings a stream presents to the head after each clip: ``[K, N, D]`` and masks ``[K, N]``.
+
+    Ring k holds clips ``max(0, k-N+1) .. k``, oldest first, newest in slot N-1, empty slots
+    (mask 0) at the start while the ring fills (docs/DESIGN.md, "Ring order").
+    """
+    k, d = desc.shape
+    out = np.zeros((k, ring_size, d), np.float32)
+    mask = np.zeros((k, ring_size), np.float32)
+    for i in range(k):
+        first = max(0, i - ring_size + 1)
+        n = i - first + 1
+        out[i, ring_size - n:] = desc[first:i + 1]
+        mask[i, ring_size - n:] = 1.0
+    return out, mask
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (well behaved near 0 and 1, unlike the normal one)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray], head: Any, *,
+              ring_size: int | None = None, batch: int = 1) -> dict[str, Any]:
+    """How far a reduced-precision backbone is from the FP32 reference, judged on predictions.
+
+    Both backbones run over the held-out clips; their descriptors fill the rings a stream would
+    present (:func:`rings`) and the same FP32 ``head`` classifies each ring.
+
+    Args:
+        reference, test: a backend (``infer({"clip": x})["descriptor"]``) or a function
+            ``clips [B,3,T,H,W] -> descriptors [B,D]``.
+        clips: one clip sequence ``[K,3,T,H,W]`` (one stream), or a list of them, one per
+            held-out video (:func:`calibration_split`); rings never span two videos.
+        head: a head backend or a function ``(descriptors [B,N,D], mask [B,N]) -> logits [B,C]``.
+        ring_size: N; default from the head backend's ``mask`` input shape.
+
+    Returns:
+        ``top1_agreement`` (fraction of ring predictions with the same class) with its 95% Wilson
+        interval ``top1_agreement_ci95``, ``num_disagreements``, ``cosine_mean`` /
+        ``cosine_min`` (descriptor cosine per clip), ``max_abs_logit_diff``, ``num_clips``,
+        ``num_predictions``, ``num_sequences``.
+    """
+    groups = [clips] if isinstance(clips, np.ndarray) else list(clips)
+    groups = [np.asarray(g, np.float32) for g in groups]
+    if not groups or any(g.ndim != 5 or len(g) == 0 for g in groups):
+        raise InputError("agreement needs clips [K,3,T,H,W] with K >= 1 (or a list of such arrays), got "
+                         + ", ".join(str(g.shape) for g in groups[:3]))
+    if ring_size is None:
+        shape = getattr(head, "input_shapes", {}).get("mask")
+        if not shape or shape[-1] is None or shape[-1] < 1:
+            raise InputError("ring_size is needed when the head is not a backend with a fixed mask shape")
+        ring_size = int(shape[-1])
+    run_head = _head_fn(head)
+
+    def logits_of(desc: np.ndarray) -> np.ndarray:
+        r, m = rings(desc, ring_size)
+        return np.concatenate([run_head(r[i:i + 16], m[i:i + 16]) for i in range(0, len(m), 16)])
+
+    cosines, same, diffs = [], [], []
+    for g in groups:
+        ref = descriptors(reference, g, batch)
+        out = descriptors(test, g, batch)
+        num = (ref * out).sum(1)
+        den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+        cosines.append(np.where(den > 0, num / np.maximum(den, 1e-30),
+                                np.where(np.abs(ref - out).max(1) == 0, 1.0, 0.0)))
+        ref_logits, out_logits = logits_of(ref), logits_of(out)
+        same.append(ref_logits.argmax(1) == out_logits.argmax(1))
+        diffs.append(float(np.abs(ref_logits - out_logits).max()))
+    cosine = np.concatenate(cosines)
+    agree = np.concatenate(same)
+    lo, hi = wilson_interval(int(agree.sum()), len(agree))
+    return {
+        "top1_agreement": float(agree.mean()), "top1_agreement_ci95": [round(lo, 4), round(hi, 4)],
+        "num_disagreements": int((~agree).sum()),
+        "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
+        "max_abs_logit_diff": max(diffs),
+        "num_clips": int(len(cosine)), "num_predictions": int(len(agree)), "num_sequences": len(groups),
+        "ring_size": int(ring_size),
+    }
+
+
+def passes(result: dict[str, Any], min_agreement: float, min_cosine: float | None = None) -> bool:
+    """Whether an :func:`agreement` result meets the thresholds."""
+    if result["top1_agreement"] < min_agreement:
+        return False
+    return min_cosine is None or result["cosine_min"] >= min_cosine
+
+
+def check_agreement(result: dict[str, Any], min_agreement: float, min_cosine: float | None = None,
+                    what: str = "the reduced-precision engine") -> None:
+    """Raise :class:`AgreementError` when ``result`` is below the thresholds."""
+    if result["top1_agreement"] < min_agreement:
+        raise AgreementError(
+            f"{what} agrees with FP32 on {result['top1_agreement']:.1%} of {result['num_predictions']} "
+            f"held-out predictions{_interval_text(result)}, below --min-agreement {min_agreement:.1%} "
+            f"(descriptor cosine mean {result['cosine_mean']:.4f}, min {result['cosine_min']:.4f})")
+    if min_cosine is not None and result["cosine_min"] < min_cosine:
+        raise AgreementError(
+            f"{what}: minimum descriptor cosine with FP32 is {result['cosine_min']:.4f}, below "
+            f"--min-cosine {min_cosine:.4f} (top-1 agreement {result['top1_agreement']:.1%})")
+
+
+def _interval_text(result: dict[str, Any]) -> str:
+    ci = result.get("top1_agreement_ci95")
+    return f" (95% interval {ci[0]:.1%}-{ci[1]:.1%})" if ci else ""

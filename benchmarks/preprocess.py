@@ -129,7 +129,8 @@ def threads_ab(fn, rounds: int, block: int = 10) -> dict[str, float]:
 def agreement(count: int, work: Path) -> dict[str, float]:
     import torch
     from gcf_trt.compile.model import load_checkpoint
-    from gcf_trt.data import make_videos, read_labels, read_video
+    from gcf_trt.data import make_videos, read_video
+    from gcf_trt.datasets import read_labels
     ckpt = Path(__file__).resolve().parents[1] / "gcf_trt" / "assets" / "demo.pt"
     model = load_checkpoint(ckpt).eval()
     spec = model.spec

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .data import VideoSet, clip_overlap
+from .datasets import VideoSet, clip_overlap
 from .errors import InputError
 from .manifest import write_json_atomic
 from .preprocess import clips_from_frames
@@ -169,7 +169,7 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
              cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (and optionally engines) on a labelled dataset.
 
-    ``videos_dir`` is any layout :class:`~gcf_trt.data.VideoSet` reads (class folders, an
+    ``videos_dir`` is any layout :class:`~gcf_trt.datasets.VideoSet` reads (class folders, an
     annotation file, a make-videos directory).  ``split``: ``"all"`` videos, or the ``"val"`` /
     ``"train"`` side of the split ``gcf-trt train`` made (the split column, else
     ``val_fraction`` and ``seed``; None takes the training run's from the checkpoint).  Segment tIoU is

@@ -1,6 +1,6 @@
 """Train a GCF-Net on a user's labelled videos (or the procedural set), on a CPU.
 
-Data: any layout :class:`gcf_trt.data.VideoSet` reads (class folders, an annotation file with
+Data: any layout :class:`gcf_trt.datasets.VideoSet` reads (class folders, an annotation file with
 optional action windows, ``gcf-trt make-videos`` output), split into train / validation with
 the clips of one video on one side (docs/TRAINING.md).
 
@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import CLASSES, VideoSet, clip_overlap
+from .data import CLASSES
+from .datasets import VideoSet, clip_overlap
 from .descriptors import DescriptorCache
 from .progress import progress_bar
 from .errors import InputError
@@ -264,7 +265,7 @@ class Augment:
 def load_set(videos_dirs, spec: ModelSpec, limit: int | None = None, progress: bool = True) -> list[VideoClips]:
     """Decode the labelled videos of one or several datasets (``limit``: first N in total).
 
-    Each entry is a dataset in any layout :class:`~gcf_trt.data.VideoSet` reads, or a
+    Each entry is a dataset in any layout :class:`~gcf_trt.datasets.VideoSet` reads, or a
     :class:`VideoSet` already opened (e.g. the training side of a split).
     """
     items = [videos_dirs] if isinstance(videos_dirs, (str, Path, VideoSet)) else list(videos_dirs)
@@ -663,7 +664,7 @@ def train(videos, out, cfg: TrainConfig | None = None, log: Callable[[str], None
 
     Args:
         videos: one dataset or several (directories or annotation files; any layout
-            :class:`~gcf_trt.data.VideoSet` reads).
+            :class:`~gcf_trt.datasets.VideoSet` reads).
         out: the checkpoint path; rewritten at each epoch's end with the training state.
         cfg: the recipe; ``cfg.mode`` picks scratch / finetune / freeze (see :class:`TrainConfig`).
         resume: continue from ``out``'s saved training state (same config and data).

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gcf_trt.data import (CLASSES, GenConfig, clip_overlap, make_videos, plan_video, read_labels,
-                          read_video, render_frame, render_video)
+from gcf_trt.data import CLASSES, GenConfig, make_videos, plan_video, read_video, render_frame, render_video
+from gcf_trt.datasets import clip_overlap, read_labels
 from gcf_trt.errors import InputError
 
 
@@ -115,7 +115,7 @@ def test_clip_overlap_and_errors(tmp_path):
 # ----------------------------------------------------------------------------- user layouts
 from conftest import write_video as _write_clip  # noqa: E402
 
-from gcf_trt.data import VideoSet, open_dataset  # noqa: E402
+from gcf_trt.datasets import VideoSet, open_dataset  # noqa: E402
 from gcf_trt.errors import InputError as _InputError  # noqa: E402
 
 

@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gcf_trt.compile.model import GCFNet, save_checkpoint  # noqa: E402
-from gcf_trt.data import make_videos, read_labels, read_video  # noqa: E402
+from gcf_trt.data import make_videos, read_video  # noqa: E402
+from gcf_trt.datasets import read_labels  # noqa: E402
 from gcf_trt.evaluate import evaluate, fuse_video, head_windows, markdown_table, write_report  # noqa: E402
 from gcf_trt.preprocess import clips_from_frames  # noqa: E402
 from gcf_trt.train import TrainConfig  # noqa: E402

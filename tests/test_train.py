@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gcf_trt.compile.model import load_checkpoint  # noqa: E402
-from gcf_trt.data import CLASSES, make_videos, read_labels, read_video  # noqa: E402
+from gcf_trt.data import CLASSES, make_videos, read_video  # noqa: E402
+from gcf_trt.datasets import read_labels  # noqa: E402
 from gcf_trt.preprocess import clips_from_frames  # noqa: E402
 from gcf_trt.train import (TrainConfig, flip_map, head_loss, load_video_clips, pad_left, train,  # noqa: E402
                            video_clips_tensor)

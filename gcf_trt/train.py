@@ -34,6 +34,10 @@ Recipe (see docs/ACCURACY.md):
 
 Every epoch ends with an atomic checkpoint that also holds the training state (``--resume``).
 
+This module holds the losses, the training loops and :func:`train`; the configuration and the
+per-epoch checkpoints are in :mod:`gcf_trt.train_config`, the clip data and augmentations in
+:mod:`gcf_trt.train_clips`.
+
 ``threads`` defaults to 1: when other jobs share the cores, 2 torch threads made a training
 step ~10x slower (OpenMP workers spin-waiting for a core); on a machine of your own, raise it.
 """
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,238 +59,8 @@ from .datasets import VideoSet, clip_overlap
 from .descriptors import DescriptorCache
 from .progress import progress_bar
 from .errors import InputError
-from .preprocess import Preprocessor, clip_starts
-from .spec import ModelSpec
-
-# Label-swapping augmentations: what each class becomes when the clip is mirrored or played
-# backwards.  They break the "this video's texture -> this label" shortcut a small backbone
-# otherwise learns on a few hundred videos (measured: chance accuracy on held-out videos
-# without them): the same background now appears with the mirrored / reversed labels too.
-FLIP_PAIRS = (("move_left", "move_right"), ("rotate_cw", "rotate_ccw"))
-VFLIP_PAIRS = (("move_up", "move_down"), ("rotate_cw", "rotate_ccw"))
-REVERSE_PAIRS = (("move_left", "move_right"), ("move_up", "move_down"), ("rotate_cw", "rotate_ccw"),
-                 ("grow", "shrink"))
-
-
-TORCHVISION_DIMS = {"r3d_18": 512, "mc3_18": 512, "r2plus1d_18": 512, "s3d": 1024}
-MODES = ("scratch", "finetune", "freeze")
-
-
-@dataclass
-class TrainConfig:
-    """Model shape and training recipe (defaults: the committed demo model).
-
-    ``mode``: ``"scratch"`` trains the backbone (edge3d) from random weights, then the head;
-    ``"finetune"`` does the same starting from ``backbone_weights``; ``"freeze"`` keeps the
-    backbone as loaded and trains only the clip classifier and the GCF head on cached
-    descriptors (the backbone runs once per clip, and never again on a second run).
-    """
-
-    backbone: str = "edge3d"
-    backbone_weights: str | None = None   # a state dict file (torchvision's, or an edge3d's)
-    mode: str = "scratch"
-    width: int = 8
-    blocks: tuple[int, ...] = (1, 1, 1, 1)
-    clip_len: int = 8
-    stride: int = 8
-    size: int = 64
-    resize_short: int = 72
-    ring_size: int = 16
-    head_hidden: int = 64
-    long_range: int = 2
-    select_ratio: float = 0.5
-    # backbone stage (in "freeze" mode: the clip classifier on cached descriptors)
-    epochs: int = 8
-    batch: int = 32
-    lr: float = 4e-3
-    weight_decay: float = 1e-4
-    action_overlap: float = 0.5
-    background_weight: float = 0.5
-    background_ratio: float = 0.5    # background clips drawn per epoch, x the action clips
-    actionness_weight: float = 0.5
-    flip: bool = True                # the label-swapping augmentations (see Augment)
-    # head stage
-    head_epochs: int = 100
-    head_batch: int = 64
-    head_lr: float = 3e-3
-    head_weight_decay: float = 1e-3
-    gate_weight: float = 1.0
-    descriptor_dropout: float = 0.2
-    # data
-    val_fraction: float | None = None  # None: 0.2 for user datasets, 0 for the procedural set
-    cache_dir: str | None = None       # descriptor cache ("freeze"); None: beside the checkpoint
-    # misc
-    seed: int = 0
-    threads: int = 1                 # 1 is fastest when other jobs share the cores (OpenMP spin-waits)
-    limit: int | None = None
-    labels: list[str] = field(default_factory=lambda: list(CLASSES))
-    save_interval_s: float = 10.0    # head stage: at most one checkpoint per this many seconds
-
-    @classmethod
-    def for_backbone(cls, backbone: str, **overrides) -> "TrainConfig":
-        """Defaults for a backbone: torchvision's video models were trained on 16 x 112 x 112
-        clips (resize 128), so their presets use that; edge3d keeps the demo model's."""
-        base = dict(clip_len=16, stride=16, size=112, resize_short=128, ring_size=8, head_hidden=128) \
-            if backbone in TORCHVISION_DIMS else {}
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(backbone=backbone, **base)
-
-    def spec(self) -> ModelSpec:
-        if self.backbone in TORCHVISION_DIMS:
-            args: dict[str, Any] = {}
-            dim = TORCHVISION_DIMS[self.backbone]
-        elif self.backbone == "edge3d":
-            args, dim = {"width": self.width, "blocks": list(self.blocks)}, 8 * self.width
-        else:
-            from .errors import BackboneError
-            raise BackboneError(f"unknown backbone {self.backbone!r}; available: edge3d, "
-                                f"{', '.join(TORCHVISION_DIMS)}")
-        return ModelSpec(backbone=self.backbone, backbone_args=args,
-                         clip_len=self.clip_len, stride=self.stride, size=self.size,
-                         resize_short=self.resize_short, ring_size=self.ring_size, dim=dim,
-                         labels=list(self.labels), head_hidden=self.head_hidden,
-                         long_range=self.long_range, select_ratio=self.select_ratio)
-
-
-@dataclass
-class TrainResult:
-    checkpoint: Path
-    checkpoint_bytes: int
-    seconds: float
-    history: dict[str, list[float]]
-    validation: dict[str, Any] = field(default_factory=dict)
-    data: list[dict[str, Any]] = field(default_factory=list)
-    resumed_from: dict[str, Any] | None = None
-
-    @property
-    def history_summary(self) -> dict[str, Any]:
-        return {k: [round(v[0], 4), round(v[-1], 4)] for k, v in self.history.items() if v}
-
-
-# ----------------------------------------------------------------------------- clip data
-@dataclass
-class VideoClips:
-    """One decoded video: resized/cropped frames (uint8) and its clips' bookkeeping."""
-
-    crops: np.ndarray                  # [F', size, size, 3] uint8 BGR, sampled frames
-    starts: list[int]                  # clip start indices into crops
-    ranges: list[tuple[int, int]]      # source frame range of each clip (inclusive)
-    overlap: np.ndarray                # [K] fraction of each clip inside the action
-    label: int
-    start: int
-    end: int
-
-
-def load_video_clips(frames, record, spec: ModelSpec, label_index: int) -> VideoClips:
-    """Resize/crop every sampled frame once (the shared Preprocessor) and index the clips."""
-    prep = Preprocessor(spec)
-    idx = list(range(0, len(frames), spec.frame_step))
-    crops = np.stack([prep.resize_crop(frames[i]) for i in idx])
-    starts = clip_starts(len(idx), spec)
-    ranges = [(idx[s], idx[s + spec.clip_len - 1]) for s in starts]
-    return VideoClips(crops, starts, ranges, clip_overlap(ranges, record.start, record.end),
-                      label_index, record.start, record.end)
-
-
-def normalize(crops: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """uint8 BGR ``[..., T, H, W, 3]`` -> normalised RGB float ``[..., 3, T, H, W]``.
-
-    Same arithmetic as :class:`~gcf_trt.preprocess.Preprocessor` (x * scale + offset, float32).
-    """
-    std = torch.tensor(spec.std, dtype=torch.float32)
-    mean = torch.tensor(spec.mean, dtype=torch.float32)
-    scale = (1.0 / (255.0 * std.double())).float()
-    offset = (-mean / std)
-    x = crops.flip(-1).to(torch.float32) * scale + offset  # BGR -> RGB
-    return x.movedim(-1, -4)
-
-
-def video_clips_tensor(v: VideoClips, spec: ModelSpec, flip: bool = False) -> torch.Tensor:
-    """All clips of a video, normalised: ``[K, 3, T, H, W]``."""
-    crops = torch.from_numpy(np.stack([v.crops[s:s + spec.clip_len] for s in v.starts]))
-    if flip:
-        crops = crops.flip(-2)
-    return normalize(crops, spec)
-
-
-def flip_map(labels: list[str], pairs=FLIP_PAIRS) -> list[int]:
-    """Label index after a transform swapping ``pairs`` (default: horizontal flip)."""
-    index = {name: i for i, name in enumerate(labels)}
-    out = list(range(len(labels)))
-    for a, b in pairs:
-        if a in index and b in index:
-            out[index[a]], out[index[b]] = index[b], index[a]
-    return out
-
-
-class Augment:
-    """Random label-consistent clip transforms on uint8 ``[B, T, H, W, 3]`` batches.
-
-    Horizontal flip, vertical flip, time reversal (each with its label swap), a random RGB
-    channel permutation and a brightness gain (both label-free).
-    """
-
-    def __init__(self, labels: list[str], seed: int = 0):
-        self.maps = [torch.tensor(flip_map(labels, p)) for p in (FLIP_PAIRS, VFLIP_PAIRS, REVERSE_PAIRS)]
-        self.dims = (-2, -3, -4)   # W, H, T
-        self.rng = np.random.default_rng(seed)
-        # A user's classes have no known swaps: upside down or backwards, "fall" becomes "get
-        # up".  Only the horizontal mirror (and colour) is label-free for them.
-        procedural = set(labels) <= set(CLASSES)
-        self.allowed = (True, procedural, procedural)
-
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = len(x)
-        for fmap, dim, ok in zip(self.maps, self.dims, self.allowed):
-            if not ok:
-                continue
-            sel = torch.from_numpy(self.rng.random(b) < 0.5)
-            shape = [b] + [1] * (x.dim() - 1)
-            x = torch.where(sel.view(shape), x.flip(dim), x)
-            labels = torch.where(sel, fmap[labels], labels)
-        perms = torch.from_numpy(np.stack([self.rng.permutation(3) for _ in range(b)]))
-        x = torch.gather(x, -1, perms.view(b, 1, 1, 1, 3).expand_as(x))
-        gain = torch.from_numpy(self.rng.uniform(0.75, 1.25, b).astype(np.float32)).view(b, 1, 1, 1, 1)
-        x = (x.to(torch.float32) * gain).clamp(0, 255).round().to(torch.uint8)
-        return x, labels
-
-    def video(self, crops: torch.Tensor, label: int, overlap: np.ndarray, which: tuple[bool, bool, bool]):
-        """Transform a whole video's clips ``[K, T, H, W, 3]`` (time reversal also reverses the clip order)."""
-        which = tuple(w and ok for w, ok in zip(which, self.allowed))
-        for on, fmap, dim in zip(which, self.maps, self.dims):
-            if on:
-                crops = crops.flip(dim)
-                label = int(fmap[label])
-        if which[2]:
-            crops, overlap = crops.flip(0), overlap[::-1].copy()
-        return crops, label, overlap
-
-
-def load_set(videos_dirs, spec: ModelSpec, limit: int | None = None, progress: bool = True) -> list[VideoClips]:
-    """Decode the labelled videos of one or several datasets (``limit``: first N in total).
-
-    Each entry is a dataset in any layout :class:`~gcf_trt.datasets.VideoSet` reads, or a
-    :class:`VideoSet` already opened (e.g. the training side of a split).
-    """
-    items = [videos_dirs] if isinstance(videos_dirs, (str, Path, VideoSet)) else list(videos_dirs)
-    sets = [d if isinstance(d, VideoSet) else VideoSet(d, labels=spec.labels) for d in items]
-    pairs = [(vs, i) for vs in sets for i in range(len(vs))]
-    if limit is not None:
-        pairs = pairs[:limit]
-    label_index = {name: i for i, name in enumerate(spec.labels)}
-    out = []
-    with progress_bar(pairs, desc="decode", unit="video", enabled=progress) as bar:
-        for vs, i in bar:
-            frames, rec = vs[i]
-            if rec.label not in label_index:
-                raise InputError(f"{rec.path.name}: label {rec.label!r} is not one of the model's labels")
-            v = load_video_clips(frames, rec, spec, label_index[rec.label])
-            if v.starts:
-                out.append(v)
-    if not out:
-        raise InputError(f"no video in {', '.join(str(vs.root) for vs in sets)} is long enough for one clip "
-                         f"of {spec.clip_len} frames", hint="use longer videos or a smaller --clip-len")
-    return out
+from .train_clips import Augment, VideoClips, load_set, load_video_clips, normalize, video_clips_tensor
+from .train_config import MODES, Checkpointer, TrainConfig, TrainResult, restore_state, resume_point
 
 
 # ----------------------------------------------------------------------------- losses
@@ -333,50 +107,6 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-# ----------------------------------------------------------------------------- checkpoints per epoch
-class _Checkpointer:
-    """Writes the model and the training state to ``out`` at epoch ends, atomically.
-
-    The file is always a loadable gcf-trt checkpoint (the model as trained so far) whose
-    ``extra["train_state"]`` says where training stood (stage, epoch, optimizer and scheduler
-    state), so ``--resume`` continues from it and Ctrl-C between two writes leaves the last.
-    """
-
-    def __init__(self, model, out: Path, extra: dict, history: dict, interval_s: float = 0.0):
-        self.model, self.out, self.extra, self.history = model, Path(out), extra, history
-        self.interval_s = interval_s
-        self.last: tuple[str, int] | None = None
-        self._t = 0.0
-
-    def save(self, stage: str, epoch: int, opt=None, sched=None, probe=None, final: bool = True) -> None:
-        """``epoch`` = epochs of ``stage`` completed; ``final=False`` saves only past the interval."""
-        from .compile.model import save_checkpoint
-        if not final and time.time() - self._t < self.interval_s:
-            return
-        state = {"stage": stage, "epoch": int(epoch),
-                 "optimizer": opt.state_dict() if opt is not None else None,
-                 "scheduler": sched.state_dict() if sched is not None else None,
-                 "probe": probe.state_dict() if probe is not None else None}
-        hist = {k: [float(x) for x in v] for k, v in self.history.items()}
-        save_checkpoint(self.model, self.out, extra={**self.extra, "train_state": state, "history": hist})
-        self.last, self._t = (stage, int(epoch)), time.time()
-
-
-def _resume_point(state: dict | None, stage: str) -> int:
-    """Epochs of ``stage`` already done according to a saved train state (0 when none)."""
-    if not state:
-        return 0
-    order = ["clip", "head", "done"]
-    if order.index(state["stage"]) > order.index(stage):
-        return 10 ** 9                          # the whole stage is done
-    return int(state["epoch"]) if state["stage"] == stage else 0
-
-
-def _restore(obj, state: dict | None, key: str, stage: str) -> None:
-    if state and state["stage"] == stage and state.get(key) is not None and obj is not None:
-        obj.load_state_dict(state[key])
-
-
 # ----------------------------------------------------------------------------- training
 def _epoch_log(log, stage: str, epoch: int, epochs: int, t_stage: float, done_before: int, **stats) -> None:
     """One line per epoch (the bar is hidden when stderr is not a terminal), with the stage's ETA."""
@@ -387,7 +117,7 @@ def _epoch_log(log, stage: str, epoch: int, epochs: int, t_stage: float, done_be
 
 
 def train_backbone(model, videos: list[VideoClips], cfg: TrainConfig, history: dict,
-                   log: Callable[[str], None] = _say, ckpt: _Checkpointer | None = None,
+                   log: Callable[[str], None] = _say, ckpt: Checkpointer | None = None,
                    resume: dict | None = None, progress: bool = True) -> None:
     """Stage 1 on clips: backbone + clip classifier (+ the actionness probe), every epoch saved."""
     spec = model.spec
@@ -402,10 +132,10 @@ def train_backbone(model, videos: list[VideoClips], cfg: TrainConfig, history: d
     steps_per_epoch = math.ceil((len(action_ids) + n_bg) / cfg.batch)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.15)
-    done = min(_resume_point(resume, "clip"), cfg.epochs)
-    _restore(opt, resume, "optimizer", "clip")
-    _restore(sched, resume, "scheduler", "clip")
-    _restore(probe, resume, "probe", "clip")
+    done = min(resume_point(resume, "clip"), cfg.epochs)
+    restore_state(opt, resume, "optimizer", "clip")
+    restore_state(sched, resume, "scheduler", "clip")
+    restore_state(probe, resume, "probe", "clip")
     model.train()
     t_stage = time.time()
     for epoch in range(done, cfg.epochs):
@@ -459,7 +189,7 @@ class VideoDescriptors:
 
 
 def train_clip_classifier(model, videos: list[VideoDescriptors], cfg: TrainConfig, history: dict,
-                          log: Callable[[str], None] = _say, ckpt: _Checkpointer | None = None,
+                          log: Callable[[str], None] = _say, ckpt: Checkpointer | None = None,
                           resume: dict | None = None, progress: bool = True) -> None:
     """Stage 1 with a frozen backbone: the clip classifier on cached descriptors (same loss)."""
     desc = torch.cat([v.desc for v in videos])
@@ -473,9 +203,9 @@ def train_clip_classifier(model, videos: list[VideoDescriptors], cfg: TrainConfi
     batch = max(cfg.batch, 64)                     # descriptors are cheap: bigger steps
     steps = math.ceil((len(action_ids) + n_bg) / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps * cfg.epochs))
-    done = min(_resume_point(resume, "clip"), cfg.epochs)
-    _restore(opt, resume, "optimizer", "clip")
-    _restore(sched, resume, "scheduler", "clip")
+    done = min(resume_point(resume, "clip"), cfg.epochs)
+    restore_state(opt, resume, "optimizer", "clip")
+    restore_state(sched, resume, "scheduler", "clip")
     t_stage = time.time()
     # no actionness probe on a frozen backbone: it could not change the descriptor
     loss_cfg = replace(cfg, actionness_weight=0.0)
@@ -527,7 +257,7 @@ def video_descriptors(model, videos: list[VideoClips], batch: int = 64, augment:
 
 
 def train_head(model, desc: list[torch.Tensor], labels: list[int], overlaps: list[np.ndarray],
-               cfg: TrainConfig, history: dict, ckpt: _Checkpointer | None = None,
+               cfg: TrainConfig, history: dict, ckpt: Checkpointer | None = None,
                resume: dict | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
     """Train ``model.head`` on cached descriptors (the backbone does not change)."""
     n = model.spec.ring_size
@@ -537,9 +267,9 @@ def train_head(model, desc: list[torch.Tensor], labels: list[int], overlaps: lis
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.head_weight_decay)
     steps = math.ceil(len(y) / cfg.head_batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps * cfg.head_epochs))
-    done = min(_resume_point(resume, "head"), cfg.head_epochs)
-    _restore(opt, resume, "optimizer", "head")
-    _restore(sched, resume, "scheduler", "head")
+    done = min(resume_point(resume, "head"), cfg.head_epochs)
+    restore_state(opt, resume, "optimizer", "head")
+    restore_state(sched, resume, "scheduler", "head")
     t_stage = time.time()
     with progress_bar(range(done, cfg.head_epochs), desc="head", unit="epoch", total=cfg.head_epochs,
                       initial=done, enabled=progress) as bar:
@@ -724,7 +454,7 @@ def train(videos, out, cfg: TrainConfig | None = None, log: Callable[[str], None
              "data": [vs.summary() for vs in sets],
              "num_train_videos": sum(len(t) for t in train_sets),
              "num_val_videos": sum(len(v) for v in val_sets)}
-    ckpt = _Checkpointer(model, out, extra, history, cfg.save_interval_s)
+    ckpt = Checkpointer(model, out, extra, history, cfg.save_interval_s)
     cache_stats: dict[str, int] = {}
     log(f"{extra['num_train_videos']} training videos, {extra['num_val_videos']} validation videos; "
         f"{spec.backbone} backbone, mode {cfg.mode}; {sum(p.numel() for p in model.parameters())} parameters")

@@ -13,7 +13,7 @@ from gcf_trt.data import make_videos, read_video  # noqa: E402
 from gcf_trt.datasets import read_labels  # noqa: E402
 from gcf_trt.evaluate import evaluate, fuse_video, head_windows, markdown_table, write_report  # noqa: E402
 from gcf_trt.preprocess import clips_from_frames  # noqa: E402
-from gcf_trt.train import TrainConfig  # noqa: E402
+from gcf_trt.train_config import TrainConfig  # noqa: E402
 
 TINY = dict(width=4, clip_len=4, stride=4, size=32, resize_short=36, ring_size=32, head_hidden=16)
 
@@ -141,7 +141,8 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
 def test_eval_reuses_the_training_descriptor_cache_with_the_same_results(tmp_path):
     from conftest import write_video as write_clip
     from gcf_trt.compile.model import build_backbone
-    from gcf_trt.train import TrainConfig, train
+    from gcf_trt.train import train
+    from gcf_trt.train_config import TrainConfig
     for c, label in enumerate(("clap", "wave")):
         (tmp_path / "ds" / label).mkdir(parents=True)
         for i in range(3):

@@ -10,8 +10,9 @@ from gcf_trt.compile.model import load_checkpoint  # noqa: E402
 from gcf_trt.data import CLASSES, make_videos, read_video  # noqa: E402
 from gcf_trt.datasets import read_labels  # noqa: E402
 from gcf_trt.preprocess import clips_from_frames  # noqa: E402
-from gcf_trt.train import (TrainConfig, flip_map, head_loss, load_video_clips, pad_left, train,  # noqa: E402
-                           video_clips_tensor)
+from gcf_trt.train import head_loss, pad_left, train  # noqa: E402
+from gcf_trt.train_clips import flip_map, load_video_clips, video_clips_tensor  # noqa: E402
+from gcf_trt.train_config import TrainConfig  # noqa: E402
 
 TINY = dict(width=4, clip_len=4, stride=4, size=32, resize_short=36, ring_size=32, head_hidden=16,
             epochs=3, batch=16, lr=1e-2, head_epochs=30, head_batch=8)

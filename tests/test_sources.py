@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from gcf_trt.errors import InputError, SourceError
-from gcf_trt.runtime.sources import (Backoff, SourceFrame, SourceGap, ThreadedSource, IteratorSource,
-                                     gstreamer_available, open_source, parse_uri, redact)
+from gcf_trt.runtime.sources import Backoff, SourceFrame, SourceGap, ThreadedSource, IteratorSource, open_source
+from gcf_trt.runtime.uris import gstreamer_available, parse_uri, redact
 from tests.conftest import write_video
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError, OutputError
 from .sinks import Sink
-from .sources import redact
+from .uris import redact
 
 if TYPE_CHECKING:
     from .sinks import SegmentEvent

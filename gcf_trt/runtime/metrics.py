@@ -4,7 +4,7 @@ One registry per run (never the process-global one, so two runs in one process d
 Counters and gauges are read from the run's per-stream health at scrape time (nothing to
 update per frame); the per-stage latency histograms are observed once per prediction.  Every
 series carries ``stream`` (its position, from 0) and ``source`` (the URI with credentials
-masked, see :func:`gcf_trt.runtime.sources.redact`) - never a credential.
+masked, see :func:`gcf_trt.runtime.uris.redact`) - never a credential.
 
 =========================================  ==========================================
 ``gcf_frames_total``                        frames decoded and handed to the classifier

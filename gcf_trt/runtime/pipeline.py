@@ -25,7 +25,8 @@ from ..errors import InputError, VideoError
 from ..segments import Segment, SegmentTracker
 from .sinks import (JsonLinesSink, PredictionEvent, SegmentEvent, ShowSink, Sink, StopRequested, StreamInfo,
                     VideoSink)
-from .sources import Backoff, Source, SourceFrame, SourceGap, open_source, parse_uri, redact
+from .sources import Backoff, Source, SourceFrame, SourceGap, open_source
+from .uris import parse_uri, redact
 
 
 def _say_stderr(message: str) -> None:

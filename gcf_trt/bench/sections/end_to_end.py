@@ -20,7 +20,8 @@ def end_to_end(engines_dir: Path, video: Path, *, max_seconds: float | None = No
     main thread waiting for a decoded frame.  ``preprocess_share_of_wall`` = preprocess time /
     wall time.
     """
-    from ...runtime.sources import Source, ThreadedSource, VideoCaptureSource, parse_uri
+    from ...runtime.sources import Source, ThreadedSource, VideoCaptureSource
+    from ...runtime.uris import parse_uri
     from ...runtime.stream import StreamingClassifier
 
     class TimedSource(Source):

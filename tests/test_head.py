@@ -112,35 +112,3 @@ def test_bad_head_inputs_are_refused(heads):
     with pytest.raises(InputError, match="do not match"):
         numpy_head.infer({"descriptors": np.zeros((1, spec.ring_size, spec.dim + 1), np.float32),
                           "mask": np.ones((1, spec.ring_size), np.float32)})
-
-
-def test_projection_cache_projects_one_new_clip_per_step_and_changes_nothing(heads, tiny_engines):
-    """A stream's ring gains one clip per step: with the cache only that clip is projected, and
-    every output equals the uncached head (and head.onnx) on a ring sliding through 3N clips."""
-    spec, _, onnx_head = heads
-    cached = NumpyHead(tiny_engines / HEAD_WEIGHTS_FILE, spec)
-    plain = NumpyHead(tiny_engines / HEAD_WEIGHTS_FILE, spec, cache_size=0)
-    n, d = spec.ring_size, spec.dim
-    clips = np.random.default_rng(3).standard_normal((3 * n, d)).astype(np.float32)
-    projected = []
-    real = cached._projections
-
-    def counting(x):
-        before = len(cached._cache)
-        out = real(x)
-        projected.append(len(cached._cache) - before)
-        return out
-    cached._projections = counting
-    for step in range(len(clips)):
-        k = min(step + 1, n)
-        ring = np.zeros((1, n, d), np.float32)
-        ring[0, n - k:] = clips[step + 1 - k:step + 1]
-        mask = np.zeros((1, n), np.float32)
-        mask[0, n - k:] = 1
-        feeds = {"descriptors": ring, "mask": mask}
-        got, want, ort = cached.infer(feeds), plain.infer(feeds), onnx_head.infer(feeds)
-        for key in ("logits", "gates"):
-            np.testing.assert_allclose(got[key], want[key], atol=1e-6, rtol=0, err_msg=f"step {step}")
-            np.testing.assert_allclose(got[key], ort[key], atol=ATOL, rtol=0, err_msg=f"step {step}")
-    assert projected == [1] * len(clips)  # one new clip per step (the cache grows by one entry)
-    assert len(cached._cache) <= cached.cache_size

@@ -11,9 +11,7 @@ Weights travel as ``head.npz`` beside ``head.onnx`` (written by the build with
 """
 from __future__ import annotations
 
-import collections
 import os
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,9 +22,6 @@ from ..spec import HEAD_INPUTS, HEAD_OUTPUTS, ModelSpec
 from .backends.base import Backend
 
 HEAD_WEIGHTS_FILE = "head.npz"
-# Per-clip projections kept for the streaming case (see NumpyHead._projections): enough for 16
-# streams of N = 16 (256 entries of (1 + 5) x E floats: 1.5 MB at E = 256).
-PROJECTION_CACHE_SIZE = 256
 # GCFHead.state_dict() names (torch Linear: weight [out, in]).
 WEIGHT_NAMES = ("proj.weight", "proj.bias", "fuse.weight", "fuse_bias", "gate.0.weight", "gate.0.bias",
                 "gate.2.weight", "gate.2.bias", "classifier.weight", "classifier.bias")
@@ -99,12 +94,6 @@ class NumpyHead(Backend):
         # shift amounts of the five blocks of w_f: h_{i-shift} (GCFHead.offsets)
         d = self.long_range
         self._shifts = (0, 1, -1, d, -d)
-        # A stream's ring changes by one clip per step, and a clip's projection h_i and its five
-        # fused terms W_o h_i do not depend on its neighbours: cache them per descriptor, so a
-        # step projects one new clip instead of N (the two largest matmuls of the head).
-        self._cache: collections.OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
-        self._cache_lock = threading.Lock()
-        self.cache_size = int(options.get("cache_size", PROJECTION_CACHE_SIZE))
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.asarray(feeds[HEAD_INPUTS[0]], np.float32)
@@ -124,7 +113,10 @@ class NumpyHead(Backend):
         k clips alone, which equals the masked head (masked slots act as the zero padding at
         the sequence edge) at half the numpy calls.  ``x [k, D]``."""
         k, e = x.shape[0], self.hidden
-        h, z = self._projections(x)                                     # [k, E], [k, 5E]
+        h = x @ self.w_p
+        h += self.b_p
+        np.maximum(h, 0.0, out=h)
+        z = h @ self.w_f                                                # [k, 5E]
         mixed = z[:, :e] + self.b_f
         for j, s in enumerate(self._shifts[1:], 1):
             block = z[:, j * e:(j + 1) * e]
@@ -144,31 +136,6 @@ class NumpyHead(Backend):
         gates = np.zeros((1, n), np.float32)
         gates[0, n - k:] = g
         return {HEAD_OUTPUTS[0]: logits.astype(np.float32)[None], HEAD_OUTPUTS[1]: gates}
-
-    def _projections(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``h = ReLU(x W_p + b_p)`` and ``z = h W_f`` for the rows of ``x [k, D]``, computing only
-        the rows (descriptors, by their exact bytes) not seen in the last ``cache_size`` calls."""
-        if self.cache_size <= 0:
-            h = np.maximum(x @ self.w_p + self.b_p, 0.0)
-            return h, h @ self.w_f
-        keys = [row.tobytes() for row in x]
-        with self._cache_lock:
-            found = [self._cache.get(key) for key in keys]
-        missing = [i for i, hit in enumerate(found) if hit is None]
-        if missing:
-            new_h = np.maximum(x[missing] @ self.w_p + self.b_p, 0.0)
-            new_z = new_h @ self.w_f
-            with self._cache_lock:
-                for j, i in enumerate(missing):
-                    found[i] = (new_h[j], new_z[j])
-                    self._cache[keys[i]] = found[i]
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-        with self._cache_lock:
-            for key in keys:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-        return np.stack([f[0] for f in found]), np.stack([f[1] for f in found])
 
     def _masked(self, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         """Any batch and mask: the equations as written (head.onnx's graph)."""

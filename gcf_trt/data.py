@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, VideoError
+from .fsutil import atomic_file
 
 CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw",
            "grow", "shrink", "bounce")
@@ -393,17 +394,16 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray] | np.ndarr
     path = Path(path)
     fourcc = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
     h, w = frames[0].shape[:2]
-    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    if not writer.isOpened():
-        raise VideoError(f"OpenCV cannot write {path} with codec {fourcc}",
-                         hint="use an .avi path (MJPG) or an OpenCV build with FFMPEG")
-    try:
-        for frame in frames:
-            writer.write(np.ascontiguousarray(frame))
-    finally:
-        writer.release()
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:  # the temp name keeps the suffix, which picks the container
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+        if not writer.isOpened():
+            raise VideoError(f"OpenCV cannot write {path} with codec {fourcc}",
+                             hint="use an .avi path (MJPG) or an OpenCV build with FFMPEG")
+        try:
+            for frame in frames:
+                writer.write(np.ascontiguousarray(frame))
+        finally:
+            writer.release()
     return path
 
 
@@ -475,11 +475,9 @@ def make_videos(out: str | os.PathLike, count: int, seed: int = 0, *, ext: str =
                                    plan.num_frames, int(seed)))
         if progress:
             progress(i + 1, count)
-    tmp = out / f".{LABELS_CSV}.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_file(out / LABELS_CSV) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(CSV_FIELDS)
         for r in records:
             w.writerow([r.path.name, r.label, r.label_index, r.start, r.end, r.num_frames, r.seed])
-    os.replace(tmp, out / LABELS_CSV)
     return records

@@ -38,6 +38,7 @@ import numpy as np
 
 from .datasets import VideoSet, clip_overlap
 from .errors import InputError
+from .fsutil import atomic_file
 from .manifest import write_json_atomic
 from .preprocess import clips_from_frames
 from .spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS
@@ -391,10 +392,8 @@ def write_report(report: dict[str, Any], json_path: str | os.PathLike, md_path: 
     summary = {k: v for k, v in report.items() if k != "videos"}
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(json_path), summary)
-    md = Path(md_path)
-    tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text(markdown_table(report))
-    os.replace(tmp, md)
+    with atomic_file(md_path) as tmp:
+        tmp.write_text(markdown_table(report))
     if per_video_path:
         write_json_atomic(Path(per_video_path), report["videos"])
 

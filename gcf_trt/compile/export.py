@@ -25,6 +25,7 @@ import onnx
 import torch
 from torch import nn
 
+from ..fsutil import atomic_file
 from ..runtime.head import HEAD_WEIGHTS_FILE, save_head_weights
 from ..spec import BACKBONE_INPUT, BACKBONE_INPUTS, BACKBONE_OUTPUTS, HEAD_INPUTS, HEAD_OUTPUTS
 from .model import GCFNet
@@ -58,12 +59,8 @@ class _Head(nn.Module):
 
 
 def _atomic_save(proto: onnx.ModelProto, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _strip_opset18_attributes(proto: onnx.ModelProto) -> onnx.ModelProto:

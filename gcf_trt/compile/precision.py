@@ -40,6 +40,7 @@ import onnx
 
 from ..cpuinfo import int8_capability, int8_saturation_risk
 from ..errors import CalibrationError, InputError
+from ..fsutil import atomic_file
 from .calibration import ClipDataReader
 
 PRECISION_KEY = "gcf_trt.precision"
@@ -167,12 +168,8 @@ def quantize_int8(fp32_onnx_path: str | os.PathLike, out_path: str | os.PathLike
         model = onnx.load(str(raw))
     set_precision_metadata(model, "int8")
     onnx.checker.check_model(model)
-    tmp_out = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_file(out_path) as tmp_out:
         onnx.save_model(model, str(tmp_out), save_as_external_data=False)
-        os.replace(tmp_out, out_path)
-    finally:
-        tmp_out.unlink(missing_ok=True)
     ops = qdq_op_counts(model)
     return {
         "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "target": target,

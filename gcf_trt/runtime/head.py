@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import EngineError, InputError
+from ..fsutil import atomic_file
 from ..spec import HEAD_INPUTS, HEAD_OUTPUTS, ModelSpec
 from .backends.base import Backend
 
@@ -41,15 +42,8 @@ def save_head_weights(path: str | os.PathLike, weights: Mapping[str, np.ndarray]
     arrays = {n: np.asarray(weights[n], np.float32) for n in WEIGHT_NAMES}
     arrays.update(long_range=np.asarray(spec.long_range), select_ratio=np.asarray(spec.select_ratio, np.float64),
                   ring_size=np.asarray(spec.ring_size))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return path
 
 

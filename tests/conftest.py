@@ -104,6 +104,15 @@ def video_file(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory) -> Path:
+    """Three short real videos (read-only for the tests): calibration input of the tiny model."""
+    d = tmp_path_factory.mktemp("calib")
+    for i in range(3):
+        write_video(d / f"v{i}.mp4", num_frames=24, seed=i)
+    return d
+
+
+@pytest.fixture(scope="session")
 def demo_engines_fp32(tmp_path_factory) -> Path:
     """FP32 ONNX Runtime engines of the bundled, trained demo model (its gates find actions)."""
     pytest.importorskip("torch")

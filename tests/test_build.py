@@ -20,14 +20,6 @@ from gcf_trt.manifest import read_manifest, sha256_file, verify_files  # noqa: E
 from gcf_trt.runtime.backends import available_runtimes  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    for i in range(3):
-        write_video(d / f"v{i}.mp4", num_frames=24, seed=i)
-    return d
-
-
 class _Built:
     def __init__(self, out: Path, stdout: str):
         self.out, self.stdout = out, stdout

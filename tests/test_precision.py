@@ -17,14 +17,6 @@ from gcf_trt.runtime.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    for i in range(3):
-        write_video(d / f"v{i}.mp4", num_frames=24, seed=i)
-    return d
-
-
-@pytest.fixture(scope="module")
 def clips(calib_dir, tiny_model):
     return C.calibration_clips(calib_dir, tiny_model.spec)
 

@@ -16,18 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import trt_standin  # noqa: E402
-from conftest import write_video  # noqa: E402
 from gcf_trt.manifest import read_manifest, verify_files  # noqa: E402
 
 TRT10, TRT11 = "10.8.0.43", "11.1.0.12"
-
-
-@pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    for i in range(3):
-        write_video(d / f"v{i}.mp4", num_frames=24, seed=i)
-    return d
 
 
 @pytest.fixture(scope="module")

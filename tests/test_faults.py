@@ -167,6 +167,35 @@ def test_sigint_during_run_flushes_whole_lines_and_exits_0(tiny_engines, tmp_pat
     assert "stopped by SIGINT" in err.strip().splitlines()[-1] and "Traceback" not in err
 
 
+def test_a_signal_never_lands_inside_the_segment_tracker(tiny_engines, tmp_path, monkeypatch):
+    """SIGINT delivered while the segment tracker is updating: it is taken after the update, the
+    tracker stays whole and the run ends with its segments flushed (the CI failure of stop 19:
+    a signal inside ``SegmentTracker.push`` left a clip counted but not stored -> KeyError)."""
+    from gcf_trt import segments
+    from gcf_trt.runtime.pipeline import LiveRun, RunConfig
+
+    real_push, calls, escaped = segments.SegmentTracker.push, [0], []
+
+    def push(self, gate, frame_range):
+        calls[0] += 1
+        try:
+            if calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode, here
+                time.sleep(0.01)
+            return real_push(self, gate, frame_range)
+        except BaseException as exc:
+            escaped.append(type(exc).__name__)
+            raise
+
+    monkeypatch.setattr(segments.SegmentTracker, "push", push)
+    video = write_video(tmp_path / "v.mp4", num_frames=16)
+    said: list[str] = []
+    run = LiveRun(RunConfig(sources=[str(video)], engines=tiny_engines, loop=True, jsonl=None), [], say=said.append)
+    assert run.run() == 0
+    assert escaped == []  # nothing was raised inside the tracker
+    assert run.guard.signal_name == "SIGINT" and "stopped by SIGINT" in said[-1]
+
+
 # ----------------------------------------------------------------------------- load: slow inference
 class SlowBackend:
     """Delegates to a real backend after sleeping: inference slower than capture."""

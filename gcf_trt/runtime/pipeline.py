@@ -282,6 +282,15 @@ class LiveRun:
                 sink.frame(stream, item, run.latest)
 
     def _prediction(self, stream: int, prediction: Any) -> None:
+        # All of it is critical: a signal raising in the middle of tracker.update() would leave
+        # the segment tracker torn (a clip counted but not stored) and its final flush failing.
+        self.guard.begin()
+        try:
+            self._record_prediction(stream, prediction)
+        finally:
+            self.guard.end()
+
+    def _record_prediction(self, stream: int, prediction: Any) -> None:
         run = self._runs[stream]
         newest = prediction.gates[-1]
         run.clock.note_clip(newest.clip_index, newest.frame_range)
@@ -295,15 +304,11 @@ class LiveRun:
         run.latest = prediction
         run.segments += segments
         event = PredictionEvent(stream, run.info.source, prediction, record, segments)
-        self.guard.begin()
-        try:
+        for sink in self.sinks:
+            sink.prediction(event)
+        for seg in segments:
             for sink in self.sinks:
-                sink.prediction(event)
-            for seg in segments:
-                for sink in self.sinks:
-                    sink.segment(seg)
-        finally:
-            self.guard.end()
+                sink.segment(seg)
 
     def run(self) -> int:
         """Run to the end of the sources (or a signal); returns 0.  Raises GcfError on bad input.

@@ -23,4 +23,4 @@ assert status is None, f"torchvision does not import in this venv: {status}"
 assert torch.__version__.split("+")[0] == "2.14.1", f"the [torchvision] extra pins torch 2.14.1, got {torch.__version__}"
 print(f"torch {torch.__version__}, torchvision imports")
 PY
-"$venv/bin/python" -m pytest -q -m torchvision tests/test_torchvision.py
+"$venv/bin/python" -m pytest -q -m torchvision tests/compile/test_torchvision.py

@@ -5,10 +5,10 @@ The CLI cases run the real ``python -m gcf_trt.cli`` in a subprocess (so anythin
 ``main`` - a traceback, a native library's stderr, a leaked secret - is seen).  Cases already
 covered elsewhere are not repeated here: missing / corrupt checkpoints, a missing calib dir,
 unreadable or too-short calibration videos, int8 without --calib and an --out under a regular file via
-``main`` are in ``tests/test_build.py::test_cli_bad_inputs``; NaN / float / 2-channel frames
-pushed through the Python API in ``tests/test_stream.py::test_bad_frames_are_skipped_and_counted``
+``main`` are in ``tests/compile/test_build.py::test_cli_bad_inputs``; NaN / float / 2-channel frames
+pushed through the Python API in ``tests/runtime/test_stream.py::test_bad_frames_are_skipped_and_counted``
 and ``tests/test_preprocess.py::test_bad_frames_are_refused``; grayscale / BGRA / resolution
-changes in ``tests/test_stream.py::test_gray_bgra_and_size_changes_are_accepted``.
+changes in ``tests/runtime/test_stream.py::test_gray_bgra_and_size_changes_are_accepted``.
 """
 from __future__ import annotations
 
@@ -350,10 +350,11 @@ def test_unreachable_stream_is_a_source_error_with_hint():
 
 
 def test_reliability_doc_names_only_existing_tests():
-    """Every `test_x.py::test_y` in docs/RELIABILITY.md exists, so the promise table cannot rot."""
+    """Every `[dir/]test_x.py::test_y` in docs/RELIABILITY.md (paths relative to tests/) exists, so
+    the promise table cannot rot."""
     import re
     root = Path(__file__).resolve().parents[1]
-    refs = set(re.findall(r"(test_\w+\.py)::(\w+)", (root / "docs" / "RELIABILITY.md").read_text()))
+    refs = set(re.findall(r"(?:tests/)?((?:\w+/)*test_\w+\.py)::(\w+)", (root / "docs" / "RELIABILITY.md").read_text()))
     assert len(refs) >= 30
     missing = [f"{f}::{n}" for f, n in sorted(refs) if f"def {n}(" not in (root / "tests" / f).read_text()]
     assert missing == []

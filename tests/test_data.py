@@ -113,7 +113,7 @@ def test_clip_overlap_and_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- user layouts
-from conftest import write_video as _write_clip  # noqa: E402
+from tests.conftest import write_video as _write_clip
 
 from gcf_trt.datasets import VideoSet, open_dataset  # noqa: E402
 from gcf_trt.errors import InputError as _InputError  # noqa: E402

@@ -139,7 +139,7 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
 
 
 def test_eval_reuses_the_training_descriptor_cache_with_the_same_results(tmp_path):
-    from conftest import write_video as write_clip
+    from tests.conftest import write_video as write_clip
     from gcf_trt.compile.model import build_backbone
     from gcf_trt.train import train
     from gcf_trt.train_config import TrainConfig

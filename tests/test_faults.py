@@ -3,10 +3,10 @@ in the middle of ``gcf-trt build``, SIGINT during ``gcf-trt run``, and inference
 capture (bounded queue, counted drops, no memory growth).
 
 Already covered elsewhere and not repeated: one immediate reconnect and the bounded give-up
-(``tests/test_sources.py::test_http_mjpeg_stream_reconnects_and_reports_the_gap``), the gap in
-``gcf-trt run`` (``tests/test_run_cli.py::test_stream_gap_credentials_and_no_torch``), SIGTERM
-with ``--jsonl``/``--output`` (``tests/test_run_cli.py::test_sigterm_flushes_lines_and_finishes_video``),
-a failed build leaving the old directory (``tests/test_build.py::test_failed_agreement_gate_exits_1_and_keeps_output``).
+(``tests/runtime/test_sources.py::test_http_mjpeg_stream_reconnects_and_reports_the_gap``), the gap in
+``gcf-trt run`` (``tests/commands/test_run_cli.py::test_stream_gap_credentials_and_no_torch``), SIGTERM
+with ``--jsonl``/``--output`` (``tests/commands/test_run_cli.py::test_sigterm_flushes_lines_and_finishes_video``),
+a failed build leaving the old directory (``tests/compile/test_build.py::test_failed_agreement_gate_exits_1_and_keeps_output``).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from gcf_trt.manifest import sha256_file
 from gcf_trt.runtime import (Backoff, IteratorSource, SourceGap, StreamingClassifier, ThreadedSource,
                              load_engines, open_source)
 from tests.conftest import write_video
-from tests.test_sources import send_mjpeg
+from tests.live.helpers import send_mjpeg
 
 ENV = {**os.environ, "PYTHONPATH": str(Path.cwd())}
 

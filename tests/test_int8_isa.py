@@ -53,8 +53,8 @@ def test_onednn_isa_limit_takes_effect(tmp_path):
 
 def test_int8_engines_hold_on_avx2_openvino():
     pytest.importorskip("openvino")
-    tests = ["tests/test_build.py::test_int8_build_runs_on_openvino_too",
-             "tests/test_openvino.py::test_int8_qdq_file_runs_and_reports_int8"]
+    tests = ["tests/compile/test_build.py::test_int8_build_runs_on_openvino_too",
+             "tests/runtime/backends/test_openvino.py::test_int8_qdq_file_runs_and_reports_int8"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                           capture_output=True, text=True, timeout=900, env=_env())
     assert proc.returncode == 0, proc.stdout[-3000:]

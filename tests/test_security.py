@@ -2,10 +2,10 @@
 user input, credentials in stream URLs never reach output or logs.
 
 Elsewhere: a checkpoint pickle with code is refused and not run
-(``tests/test_model.py::test_checkpoint_with_code_is_refused_not_run``; through the CLI in
-``tests/test_bad_inputs.py``), ``redact`` (``tests/test_sources.py::test_redact``), the password of
+(``tests/compile/test_model.py::test_checkpoint_with_code_is_refused_not_run``; through the CLI in
+``tests/test_bad_inputs.py``), ``redact`` (``tests/runtime/test_sources.py::test_redact``), the password of
 a live HTTP camera absent from ``gcf-trt run``'s stdout/stderr
-(``tests/test_run_cli.py::test_stream_gap_credentials_and_no_torch``).
+(``tests/commands/test_run_cli.py::test_stream_gap_credentials_and_no_torch``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pytest
 from gcf_trt.errors import EngineError, SourceError
 from gcf_trt.runtime import Backoff, load_engines, open_source
 from tests.conftest import write_video
-from tests.test_sources import MjpegServer
+from tests.live.helpers import MjpegServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "pa55-s3cret"

@@ -70,7 +70,7 @@ def test_tiny_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tiny_vid
 
 
 # ----------------------------------------------------------------------------- user data, frozen backbone, resume
-from conftest import write_video as _write_clip  # noqa: E402
+from tests.conftest import write_video as _write_clip
 
 FROZEN = dict(width=4, clip_len=4, stride=4, size=32, resize_short=36, ring_size=8, head_hidden=16,
               epochs=3, head_epochs=12, descriptor_dropout=0.0, save_interval_s=0.0, mode="freeze")

@@ -304,8 +304,7 @@ def test_bf16_openvino_backbone_keeps_its_precision_on_tritons_openvino_backend(
 def test_export_of_a_real_tensorrt_build_manifest(monkeypatch, tiny_engines, tmp_path):
     """The manifest gcf_trt.compile.trt_build writes (built against the project's recording
     TensorRT stand-in, tests/trt_standin.py: the plan files are the stand-in's, not engines)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import trt_standin
+    from tests import trt_standin
     from gcf_trt.compile import trt_build
     from gcf_trt.compile.options import TensorRTOptions
     trt_standin.install(monkeypatch, "10.8.0.43", gpu="Orin", cc=(8, 7))

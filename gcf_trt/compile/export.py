@@ -37,7 +37,7 @@ OPSET = 17
 # The tensor names are the contract in gcf_trt.spec (torch-free, shared with every runtime).
 
 # Operators TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.6-11),
-# restricted to those an exported GCF-Net may plausibly contain.  tests/test_export.py checks
+# restricted to those an exported GCF-Net may plausibly contain.  tests/compile/test_export.py checks
 # every exported graph against this list so a new layer cannot silently break TensorRT.
 TENSORRT_SUPPORTED_OPS = frozenset({
     "Add", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",

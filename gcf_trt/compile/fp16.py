@@ -23,7 +23,7 @@ The result is checked with ``onnx.checker`` (full check).  ONNX Runtime's
 was tried as a replacement on the exported graphs (onnxruntime 1.32, opset 17):
 its output fails ``onnx.checker`` (the input Casts are appended after their consumers, so the
 graph is not topologically sorted, which TensorRT's parser requires) and it clamps weights to
-+-1e4 by default, not to FP16's range, so it is not the same graph; this converter stays.  ``tests/test_fp16.py`` runs it on
++-1e4 by default, not to FP16's range, so it is not the same graph; this converter stays.  ``tests/compile/test_fp16.py`` runs it on
 ONNX Runtime (CPU) and compares it with the FP32 graph: that is how it was verified here, with
 no GPU.  Whether TensorRT 11 picks FP16 kernels for it was *not* verified here.
 """

@@ -41,9 +41,9 @@ so the runtime refuses a plan from another TensorRT or GPU before deserializing 
 
 This module imports without TensorRT (``import tensorrt`` happens inside functions).  What was
 verified without a GPU: the configuration logic, against a recording stand-in of the
-``tensorrt`` module for TensorRT 8.6, 10 and 11 (tests/test_trt_config.py), and the types,
+``tensorrt`` module for TensorRT 8.6, 10 and 11 (tests/compile/test_trt_config.py), and the types,
 with mypy against ``tensorrt-stubs`` 10.13 (scripts/check_trt_types.sh).  No engine was built
-here; tests/test_trt_gpu.py builds and runs them where TensorRT and a GPU exist.
+here; tests/runtime/backends/test_trt_gpu.py builds and runs them where TensorRT and a GPU exist.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Why: the head is ~1 MFLOP, so through an inference engine its cost is per-call o
 (argument checks, thread wake-ups, output copies), several percent of a backbone call.  In
 numpy the ring of N x D descriptors is five small matmuls; measured against the engines in
 ``benchmarks`` / docs/STREAMING.md.  The ONNX head stays what TensorRT and Triton run, and
-tests/test_head.py holds the three (PyTorch, head.onnx, this) equal on full and filling rings.
+tests/runtime/test_head.py holds the three (PyTorch, head.onnx, this) equal on full and filling rings.
 
 Weights travel as ``head.npz`` beside ``head.onnx`` (written by the build with
 :func:`save_head_weights`, hashed in the manifest like every file); torch-free.

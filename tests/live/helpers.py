@@ -1,8 +1,9 @@
-"""Real servers for the live tests, on 127.0.0.1 only: mosquitto, GStreamer's RTSP server, and a
-`gcf-trt run` process.  A missing binary is a skip with the reason (`.ci/run` installs them via
+"""Real servers for the live tests, on 127.0.0.1 only: mosquitto, GStreamer's RTSP server, an
+MJPEG-over-HTTP camera, and a `gcf-trt run` process.  A missing binary is a skip with the reason (`.ci/run` installs them via
 scripts/ci_system_packages.sh); every wait is bounded in count and time."""
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import select
@@ -14,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 LOOPBACK = "127.0.0.1"
@@ -186,3 +189,63 @@ def gcf_run(*argv: str, **kwargs) -> subprocess.Popen:
     """`gcf-trt run ...` as a subprocess that runs to its end (stdout/stderr piped, text)."""
     return subprocess.Popen([sys.executable, "-m", "gcf_trt.cli", "run", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, **kwargs)
+
+
+# ----------------------------------------------------------------------------- MJPEG camera
+
+def send_mjpeg(handler: "http.server.BaseHTTPRequestHandler", jpegs: list[bytes]) -> None:
+    """Answer one GET with an MJPEG (multipart/x-mixed-replace) stream of ``jpegs``, ~200 fps."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+    handler.end_headers()
+    try:
+        for jpg in jpegs:
+            handler.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                % len(jpg) + jpg + b"\r\n")
+            time.sleep(0.005)
+    except (BrokenPipeError, ConnectionResetError):  # the client hung up: the camera "cut"
+        pass
+
+class MjpegServer:
+    """multipart/x-mixed-replace JPEG stream on 127.0.0.1.
+
+    Connection k (0-based) < ``sessions`` serves ``frames_per_session`` frames and then cuts
+    the connection (a camera dropping); later connections get 503 (the camera is gone).
+    """
+
+    def __init__(self, frames_per_session: int = 12, sessions: int = 2):
+        self.connections = 0
+        jpegs = []
+        for i in range(frames_per_session):
+            frame = np.zeros((48, 64, 3), np.uint8)
+            cv2.rectangle(frame, (i * 4, 10), (i * 4 + 10, 20), (40, 200, 250), -1)
+            jpegs.append(cv2.imencode(".jpg", frame)[1].tobytes())
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                session = server.connections
+                server.connections += 1
+                if session >= sessions:
+                    self.send_error(503)
+                    return
+                send_mjpeg(self, jpegs)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, userinfo: str = "") -> str:
+        return f"http://{userinfo}127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
+
+    def __enter__(self) -> "MjpegServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)

@@ -20,8 +20,8 @@ the full identity as the ``built_for`` option, and :func:`check_plan_identity` r
 mismatch with :class:`~gcf_trt.errors.EngineError` *before* deserializing.
 
 Not verified here: no engine was ever deserialized or run on the machine this was written on
-(no GPU, TensorRT not installable).  ``tests/test_trt_gpu.py`` exercises all of it where a GPU
-and TensorRT exist; the identity checks are tested without a GPU (tests/test_trt_config.py).
+(no GPU, TensorRT not installable).  ``tests/runtime/backends/test_trt_gpu.py`` exercises all of it where a GPU
+and TensorRT exist; the identity checks are tested without a GPU (tests/compile/test_trt_config.py).
 """
 from __future__ import annotations
 

@@ -13,19 +13,10 @@ from gcf_trt.errors import InputError
 from gcf_trt.runtime.engines import load_engines
 from gcf_trt.runtime.multistream import MultiStreamClassifier, StreamPrediction
 from gcf_trt.runtime.stream import StreamingClassifier
-from tests.conftest import write_video
+from tests.conftest import read_frames, write_video
 
 ATOL = 1e-4
 LENGTHS = {"cam-a": 24, "cam-b": 20, "cam-c": 30}  # 6, 5 and 7 clips of 4 frames
-
-
-def read_frames(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while (item := cap.read())[0]:
-        frames.append(item[1])
-    cap.release()
-    return frames
 
 
 @pytest.fixture(scope="module")

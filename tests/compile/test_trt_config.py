@@ -4,7 +4,7 @@ These run against tests/trt_standin.py, a recording stand-in of the ``tensorrt``
 mirrors the real names per generation (FP16/INT8 flags absent in 11, no IProgressMonitor in
 8.6, ...).  They check the version branches, profile, workspace, timing cache, DLA, progress
 monitor, plan naming, manifest and the refusal of foreign plans.  They build no engine: that is
-tests/test_trt_gpu.py, which needs TensorRT and a GPU.
+tests/runtime/backends/test_trt_gpu.py, which needs TensorRT and a GPU.
 """
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ from gcf_trt.errors import BackendUnavailable, CalibrationError, EngineError, In
 from gcf_trt.manifest import read_manifest, sha256_file, verify_files  # noqa: E402
 from gcf_trt.runtime.backends import tensorrt as trt_backend  # noqa: E402
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-import trt_standin  # noqa: E402
-from conftest import write_video  # noqa: E402
+from tests import trt_standin
+from tests.conftest import write_video
 
 TRT8, TRT10, TRT11 = "8.6.2.3", "10.8.0.43", "11.1.0.12"
 

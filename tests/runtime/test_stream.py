@@ -23,7 +23,7 @@ from gcf_trt.runtime.backends import usable_runtimes
 from gcf_trt.runtime.engines import load_engines
 from gcf_trt.runtime.stream import ClipAssembler, Prediction, StreamingClassifier
 from gcf_trt.spec import ModelSpec
-from tests.conftest import TINY_SPEC, write_video
+from tests.conftest import TINY_SPEC, read_frames, varied_frames, write_video
 
 ATOL = 1e-4
 NUM_FRAMES = 72  # 18 clips of 4 frames with ring size 4: the ring wraps many times
@@ -39,18 +39,6 @@ def cpu_runtimes() -> list[str]:
 def runtime_options(runtime: str) -> dict | None:
     """Force FP32 where a runtime would otherwise pick a reduced precision on its own."""
     return {"inference_precision": "f32"} if runtime == "openvino" else None
-
-
-def read_frames(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 def reference_predictions(model, frames: list[np.ndarray]):
@@ -88,20 +76,6 @@ def assert_matches(predictions: list[Prediction], reference, index_map=None) -> 
         assert pred.ring_fill == len(ranges)
 
 
-def varied_frames(num_frames: int, seed: int = 3) -> list[np.ndarray]:
-    """Frames whose clips really differ (moving, recoloured square; oscillating brightness),
-    so that a wrong ring order or clip boundary changes the head's output measurably."""
-    rng = np.random.default_rng(seed)
-    background = rng.integers(0, 120, (48, 64, 3), dtype=np.uint8)
-    frames = []
-    for i in range(num_frames):
-        frame = (background.astype(np.int16) + int(60 * np.sin(i / 3.0))).clip(0, 255).astype(np.uint8)
-        x, y = (i * 5) % 52, 10 + (i % 7) * 3
-        cv2.rectangle(frame, (x, y), (x + 12, y + 12), (int(rng.integers(0, 255)), 200, 250), -1)
-        frames.append(frame)
-    return frames
-
-
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
     path = tmp_path_factory.mktemp("video") / "long.avi"
@@ -117,46 +91,6 @@ def long_video(tmp_path_factory):
 @pytest.fixture(scope="module")
 def long_frames(long_video):
     return read_frames(long_video)
-
-
-@pytest.fixture(scope="session")
-def calibrated_model(tiny_spec_kwargs):
-    """The tiny architecture with BatchNorm statistics measured on real clips.
-
-    Freshly initialised, the tiny backbone's activations shrink layer by layer to ~1e-4, so
-    every clip has nearly the same descriptor and a 1e-4 parity tolerance could not tell a
-    wrong ring order from a right one.  Calibrated BN keeps activations O(1).
-    """
-    torch = pytest.importorskip("torch")
-    from gcf_trt.compile.model import GCFNet
-    torch.manual_seed(0)
-    model = GCFNet.from_spec_args(**tiny_spec_kwargs)
-    clips, _ = clips_from_frames(varied_frames(64, seed=11), model.spec)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model.backbone(torch.from_numpy(clips))
-    return model.eval()
-
-
-@pytest.fixture(scope="session")
-def calibrated_checkpoint(calibrated_model, tmp_path_factory):
-    from gcf_trt.compile.model import save_checkpoint
-    return save_checkpoint(calibrated_model, tmp_path_factory.getbasetemp() / "calibrated.pt")
-
-
-@pytest.fixture(scope="session")
-def calibrated_engines(calibrated_checkpoint, tmp_path_factory):
-    """FP32 ORT engines of ``calibrated_model``.  Built once per session even when another test
-    module imports this fixture (the directory is reused: builds are atomic)."""
-    out = tmp_path_factory.getbasetemp() / "calibrated-engines"
-    if not (out / "manifest.json").is_file():
-        from gcf_trt.compile.build import build_engines
-        build_engines(calibrated_checkpoint, out, target="cpu", precision="fp32", runtime="onnxruntime")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +305,7 @@ def test_run_records_gaps_from_a_live_source(calibrated_engines):
     progress is discarded, indices continue past the missed frames, then the bounded retries end."""
     from gcf_trt.errors import SourceError
     from gcf_trt.runtime.sources import Backoff
-    from tests.test_sources import MjpegServer
+    from tests.live.helpers import MjpegServer
     predictions = []
     with MjpegServer(frames_per_session=14, sessions=2) as server, StreamingClassifier(calibrated_engines) as clf:
         with pytest.raises(SourceError, match="did not come back"):

@@ -13,8 +13,7 @@ import pytest
 
 from gcf_trt.cli import main
 from tests.conftest import write_video
-from tests.test_sources import MjpegServer
-from tests.test_stream import calibrated_checkpoint, calibrated_engines, calibrated_model  # noqa: F401 (fixtures)
+from tests.live.helpers import MjpegServer
 
 NUM_FRAMES = 24  # 6 clips with the tiny spec (clip_len = stride = 4)
 

@@ -3,7 +3,7 @@
 What this checks is the backend's own logic: buffers, shapes, the profile check, CUDA graph
 capture and replay (one execution context per captured shape, cudaGraphInstantiateWithFlags),
 and the driver/cuda-python diagnosis.  Real kernels and real CUDA graphs run only in
-tests/test_trt_gpu.py and scripts/gpu_check.sh, on a GPU.
+tests/runtime/backends/test_trt_gpu.py and scripts/gpu_check.sh, on a GPU.
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import pytest
 from gcf_trt.errors import BackendUnavailable, InputError
 from gcf_trt.runtime.backends import tensorrt as trt_backend
 
-sys.path.insert(0, str(Path(__file__).parent))
-import trt_standin  # noqa: E402
+from tests import trt_standin
 
 BUILT = {"model_hash": "0123456789abcdef", "precision": "fp16", "tensorrt": "10.8.0", "gpu": "Orin",
          "compute_capability": "8.7", "sm": "87"}

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 import onnx  # noqa: E402
 
-from conftest import write_video  # noqa: E402
+from tests.conftest import write_video
 from gcf_trt.cli import main  # noqa: E402
 from gcf_trt.compile import precision as P  # noqa: E402
 from gcf_trt.manifest import read_manifest, sha256_file, verify_files  # noqa: E402

@@ -2,7 +2,7 @@
 
 ORT runs float16 graphs on the CPU (inserting casts where it lacks an fp16 kernel), so the
 converted graph's numerics can be checked here without a GPU.  What TensorRT 11 does with the
-same file is covered by tests/test_trt_gpu.py (skipped without a GPU).
+same file is covered by tests/runtime/backends/test_trt_gpu.py (skipped without a GPU).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Where either is missing these are skipped with the reason (tests/conftest.py,
 ``gpu_skip_reason``).  They have never run on the machine they were written on (no GPU, no
 TensorRT); they are complete and meant to run as they are on a GPU machine or a Jetson:
 
-    python -m pytest -q tests/test_trt_gpu.py
+    python -m pytest -q tests/runtime/backends/test_trt_gpu.py
 
 What they check: FP16 and INT8 plans of the tiny model build on this TensorRT; FP16 outputs
 match ONNX Runtime FP32 within atol 1e-2; INT8 predictions agree with FP32 on >= 99% of ring
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.gpu
 
 pytest.importorskip("torch")
 
-from conftest import write_video  # noqa: E402
+from tests.conftest import write_video
 
 FP16_ATOL = 1e-2
 INT8_MIN_AGREEMENT = 0.99

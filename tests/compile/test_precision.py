@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 import onnx  # noqa: E402
 
-from conftest import write_video  # noqa: E402
+from tests.conftest import write_video
 from gcf_trt.compile import precision as P  # noqa: E402
 from gcf_trt.compile import calibration as C  # noqa: E402
 from gcf_trt.compile import agreement as A  # noqa: E402

@@ -1,6 +1,6 @@
 """The soak script, short: 4 live loopback cameras (cut every 20 s) through StreamingClassifier.
 
-Marked ``slow`` (about 2 minutes; deselected by default): ``python -m pytest -m slow tests/test_soak.py``.
+Marked ``slow`` (about 2 minutes; deselected by default): ``python -m pytest -m slow tests/runtime/test_soak.py``.
 The 20-minute figure is in benchmarks/results/soak.json (``python benchmarks/soak.py``).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -14,8 +14,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import trt_standin  # noqa: E402
+from tests import trt_standin
 from gcf_trt.manifest import read_manifest, verify_files  # noqa: E402
 
 TRT10, TRT11 = "10.8.0.43", "11.1.0.12"
@@ -57,7 +56,7 @@ def test_int8_plans_from_a_cpu_build_without_torch(cpu_int8, tmp_path):
     assert "torch" not in m["versions"] and m["versions"]["tensorrt"] == TRT10
     verify_files(out, m)
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((Path(__file__).parents[1] / "docs" / "manifest.schema.json").read_text())
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "manifest.schema.json").read_text())
     for manifest in (m, src):  # the TensorRT build's manifest and its CPU source, sources included
         jsonschema.validate(manifest.to_dict(), schema)
     assert src["sources"]["backbone_int8_tensorrt"] == "backbone_int8_trt.onnx"

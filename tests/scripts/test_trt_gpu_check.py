@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gpu_skip_reason
+from tests.conftest import gpu_skip_reason
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(gpu_skip_reason() is None, reason="a GPU is here: run scripts/gpu_check.sh itself")

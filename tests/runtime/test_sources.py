@@ -14,6 +14,7 @@ from gcf_trt.errors import InputError, SourceError
 from gcf_trt.runtime.sources import Backoff, SourceFrame, SourceGap, ThreadedSource, IteratorSource, open_source
 from gcf_trt.runtime.uris import gstreamer_available, parse_uri, redact
 from tests.conftest import write_video
+from tests.live.helpers import MjpegServer
 
 
 # ----------------------------------------------------------------------------- URIs
@@ -146,66 +147,6 @@ def test_backoff_is_exponential_and_bounded():
     assert list(Backoff(initial=0.5, factor=2, maximum=3, max_attempts=5).delays()) == [0.5, 1, 2, 3, 3]
     unbounded = Backoff(max_attempts=None).delays()
     assert len([next(unbounded) for _ in range(100)]) == 100
-
-
-# ----------------------------------------------------------------------------- loopback stream
-
-def send_mjpeg(handler: "http.server.BaseHTTPRequestHandler", jpegs: list[bytes]) -> None:
-    """Answer one GET with an MJPEG (multipart/x-mixed-replace) stream of ``jpegs``, ~200 fps."""
-    handler.send_response(200)
-    handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-    handler.end_headers()
-    try:
-        for jpg in jpegs:
-            handler.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                % len(jpg) + jpg + b"\r\n")
-            time.sleep(0.005)
-    except (BrokenPipeError, ConnectionResetError):  # the client hung up: the camera "cut"
-        pass
-
-class MjpegServer:
-    """multipart/x-mixed-replace JPEG stream on 127.0.0.1.
-
-    Connection k (0-based) < ``sessions`` serves ``frames_per_session`` frames and then cuts
-    the connection (a camera dropping); later connections get 503 (the camera is gone).
-    """
-
-    def __init__(self, frames_per_session: int = 12, sessions: int = 2):
-        self.connections = 0
-        jpegs = []
-        for i in range(frames_per_session):
-            frame = np.zeros((48, 64, 3), np.uint8)
-            cv2.rectangle(frame, (i * 4, 10), (i * 4 + 10, 20), (40, 200, 250), -1)
-            jpegs.append(cv2.imencode(".jpg", frame)[1].tobytes())
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_GET(self):
-                session = server.connections
-                server.connections += 1
-                if session >= sessions:
-                    self.send_error(503)
-                    return
-                send_mjpeg(self, jpegs)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, userinfo: str = "") -> str:
-        return f"http://{userinfo}127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
-
-    def __enter__(self) -> "MjpegServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 def test_http_mjpeg_stream_reconnects_and_reports_the_gap():

@@ -93,7 +93,6 @@ def run_demo(out: str | Path, *, checkpoint: str | Path | None = None, precision
         progress(f"building {precision} CPU engines from {ckpt}")
     result = build_engines(ckpt, engines_dir, target="cpu", precision=precision, calib=calib,
                            progress=(lambda m: progress(f"    {m}")) if progress else None)
-    chosen = result.manifest["selection"]["chosen"] if "selection" in result.manifest else {}
     why = result.manifest.get("selection", {}).get("why", "")
     for line in result.summary:
         say(f"    {line}")

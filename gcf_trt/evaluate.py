@@ -26,7 +26,6 @@ Metrics:
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time

@@ -125,15 +125,9 @@ def demo_engines_fp32(tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- real frames, calibrated model
 def read_frames(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    """Every frame of a video file, BGR uint8 (the product's reader, gcf_trt.data.read_video)."""
+    from gcf_trt.data import read_video
+    return read_video(path)
 
 
 def varied_frames(num_frames: int, seed: int = 3) -> list[np.ndarray]:

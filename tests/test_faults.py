@@ -28,7 +28,7 @@ import pytest
 
 from gcf_trt.errors import SourceError
 from gcf_trt.manifest import sha256_file
-from gcf_trt.runtime import (Backoff, IteratorSource, SourceGap, StreamingClassifier, ThreadedSource,
+from gcf_trt.runtime import (Backoff, IteratorSource, StreamingClassifier, ThreadedSource,
                              load_engines, open_source)
 from tests.conftest import write_video
 from tests.live.helpers import send_mjpeg

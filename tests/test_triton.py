@@ -13,6 +13,7 @@ import pytest
 
 from gcf_trt.errors import EngineError
 from gcf_trt.manifest import read_manifest, sha256_file, write_json_atomic
+from tests.conftest import read_frames
 from gcf_trt.triton import (RING_CHECK_ATOL, build_ring_head, check_ring_head, export_triton, load_model_config_pb2,
                             parse_config, validate_repository)
 
@@ -114,16 +115,9 @@ def test_ring_head_streams_real_clips_like_the_head(repo, tiny_engines, video_fi
     """Backbone descriptors of a real video, streamed through the ring head with its state fed back."""
     import onnxruntime as ort
     from gcf_trt.preprocess import clips_from_frames
-    import cv2
     out, _ = repo
     spec = read_manifest(tiny_engines).spec
-    cap = cv2.VideoCapture(str(video_file))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = read_frames(video_file)
     clips, _ = clips_from_frames(frames, spec)
     assert len(clips) >= spec.ring_size + 1
     bb = ort.InferenceSession(str(out / "gcf_backbone" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -266,7 +260,6 @@ def test_triton_modules_do_not_import_torch():
 def test_example_client_sends_the_offline_clips(repo, video_file):
     """examples/triton_client.py: the spec it reads and the clips it sends (no server needed)."""
     import importlib.util
-    import cv2
     from gcf_trt.preprocess import clips_from_frames
     path = Path(__file__).resolve().parents[1] / "examples" / "triton_client.py"
     mspec = importlib.util.spec_from_file_location("triton_client_example", path)
@@ -276,10 +269,7 @@ def test_example_client_sends_the_offline_clips(repo, video_file):
     spec = example.load_spec(out / "gcf_stream" / "gcf_trt.json")
     cfg = parse_config(out / "gcf_stream" / "config.pbtxt")
     sent = list(example.camera_clips(str(video_file), spec))
-    cap = cv2.VideoCapture(str(video_file))
-    frames = []
-    while (item := cap.read())[0]:
-        frames.append(item[1])
+    frames = read_frames(video_file)
     clips, ranges = clips_from_frames(frames, spec)
     assert [r for _, r in sent] == ranges
     for (clip, _), ref in zip(sent, clips):

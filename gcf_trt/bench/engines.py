@@ -16,7 +16,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..spec import BACKBONE_INPUT as CLIP
-from ..spec import BACKBONE_OUTPUT as DESCRIPTOR
 from ..spec import HEAD_INPUTS
 from .timing import error_text
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS, ModelSpec
+from ..spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, ModelSpec
 from .core import (ClipAssembler, ClipGate, GapRecord, PendingClip, Prediction, StreamCore, StreamState,
                    run_head)
 from .engines import Engines, borrow_or_load

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gcf_trt.compile.model import (GCFHead, GCFNet, build_backbone, load_checkpoint,  # noqa: E402
+from gcf_trt.compile.model import (GCFHead, build_backbone, load_checkpoint,  # noqa: E402
                                    model_hash, save_checkpoint)
 from gcf_trt.errors import BackboneError, CheckpointError  # noqa: E402
 from gcf_trt.spec import ModelSpec  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 import onnx  # noqa: E402
 
-from tests.conftest import write_video
+from tests.conftest import read_frames, write_video
 from gcf_trt.compile import precision as P  # noqa: E402
 from gcf_trt.compile import calibration as C  # noqa: E402
 from gcf_trt.compile import agreement as A  # noqa: E402
@@ -21,18 +21,6 @@ def clips(calib_dir, tiny_model):
     return C.calibration_clips(calib_dir, tiny_model.spec)
 
 
-def _read_all(path):
-    import cv2
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    return frames
-
-
 def test_calibration_clips_follow_stream_preprocessing(calib_dir, tiny_model, clips):
     spec = tiny_model.spec
     report = {}
@@ -40,7 +28,7 @@ def test_calibration_clips_follow_stream_preprocessing(calib_dir, tiny_model, cl
     # 24 frames, clip_len 4, stride 4 -> 6 clips per video, 3 videos.
     assert clips.shape == (18, *spec.clip_shape) and clips.dtype == np.float32
     np.testing.assert_array_equal(clips, again)
-    expected, _ = clips_from_frames(_read_all(calib_dir / "v0.mp4"), spec)
+    expected, _ = clips_from_frames(read_frames(calib_dir / "v0.mp4"), spec)
     np.testing.assert_array_equal(clips[:6], expected)
     assert [v["file"] for v in report["videos"]] == ["v0.mp4", "v1.mp4", "v2.mp4"]
     assert report["num_clips"] == 18

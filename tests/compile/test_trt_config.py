@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 from gcf_trt.compile import trt_build  # noqa: E402
 from gcf_trt.compile.options import CalibrationOptions, TensorRTOptions  # noqa: E402
 from gcf_trt.compile.trt_build import GraphPlan, build_plan, graph_plan  # noqa: E402
-from gcf_trt.errors import BackendUnavailable, CalibrationError, EngineError, InputError  # noqa: E402
+from gcf_trt.errors import BackendUnavailable, EngineError, InputError  # noqa: E402
 from gcf_trt.manifest import read_manifest, sha256_file, verify_files  # noqa: E402
 from gcf_trt.runtime.backends import tensorrt as trt_backend  # noqa: E402
 

@@ -5,7 +5,6 @@ import dataclasses
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 

@@ -2,8 +2,6 @@
 policies, and a real MJPEG-over-HTTP stream on 127.0.0.1 that is cut to test reconnects."""
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 
 import cv2

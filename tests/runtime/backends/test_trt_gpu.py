@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.gpu
 
 pytest.importorskip("torch")
 
-from tests.conftest import write_video
+from tests.conftest import read_frames, write_video
 
 FP16_ATOL = 1e-2
 INT8_MIN_AGREEMENT = 0.99
@@ -184,14 +183,7 @@ def test_plan_from_another_tensorrt_is_refused(fp16_engines, tmp_path):
 def test_video_streams_end_to_end_on_tensorrt(fp16_engines, tiny_engines, tmp_path):
     from gcf_trt.runtime.stream import StreamingClassifier
     video = write_video(tmp_path / "walk.mp4", num_frames=40, seed=7)
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_frames(video)
     assert len(frames) == 40
 
     def run(engines_dir):

@@ -7,9 +7,6 @@ tests/runtime/backends/test_trt_gpu.py and scripts/gpu_check.sh, on a GPU.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 

@@ -283,12 +283,7 @@ def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.nda
         why = ("the only candidate" + (" (--runtime/--precision forced it)" if runtime and precision != "auto"
                                         else "") + "; no timing trial")
     else:
-        chosen = min(passing, key=lambda c: c.record["median_ms"])
-        fp32 = next((c for c in passing if c.precision == "fp32" and c.runtime == chosen.runtime), None)
-        why = f"fastest candidate that passes the agreement gate ({chosen.record['median_ms']:.2f} ms/clip median"
-        if fp32 is not None and fp32 is not chosen:
-            why += f", {fp32.record['median_ms'] / chosen.record['median_ms']:.2f}x {fp32.name}"
-        why += ")"
+        chosen, why = fastest_passing(cands)
     selection = {
         "mode": "forced" if forced else "measured",
         "requested": {"precision": precision, "runtime": runtime},
@@ -304,6 +299,21 @@ def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.nda
         "why": why,
     }
     return chosen, selection, chosen.record.get("agreement")
+
+
+def fastest_passing(cands: list[_Candidate]) -> tuple[_Candidate, str]:
+    """The timed candidate with the lowest median among those that passed the gate, and why
+    (with its speed-up over FP32 on the same runtime).  A faster candidate that failed the gate
+    is never chosen."""
+    passing = [c for c in cands if c.record.get("passed") and "median_ms" in c.record]
+    if not passing:
+        raise AgreementError("no timed candidate passed the agreement gate")
+    chosen = min(passing, key=lambda c: c.record["median_ms"])
+    fp32 = next((c for c in passing if c.precision == "fp32" and c.runtime == chosen.runtime), None)
+    why = f"fastest candidate that passes the agreement gate ({chosen.record['median_ms']:.2f} ms/clip median"
+    if fp32 is not None and fp32 is not chosen:
+        why += f", {fp32.record['median_ms'] / chosen.record['median_ms']:.2f}x {fp32.name}"
+    return chosen, why + ")"
 
 
 def _gate_failure(candidate: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..spec import BACKBONE_INPUT as CLIP
+from ..spec import BACKBONE_OUTPUT as DESCRIPTOR  # noqa: F401 - the short names the sections import
 from ..spec import HEAD_INPUTS
 from .timing import error_text
 

@@ -36,9 +36,11 @@ class Config:
         out: results directory (default: ``benchmarks/results`` for a full run of every section,
             a temporary directory for a quick or partial run).
         checkpoint: the model to benchmark - speed *and* INT8 agreement are measured on it.
-            Default: random weights at the default ``ModelSpec`` for speed (speed does not
-            depend on the weights) and the bundled trained ``gcf_trt/assets/demo.pt`` for
-            agreement (a random model's agreement means nothing).
+            Default (full run): the bundled trained ``gcf_trt/assets/bench_edge3d_w16.pt``
+            (16x112x112 clips, N = 8).  Quick runs use random weights of a tiny model.
+        random_weights: benchmark random weights at the default ``ModelSpec`` (edge3d width 32,
+            1.8 GFLOPs per clip) instead; INT8 agreement then comes from the bundled trained
+            ``gcf_trt/assets/demo.pt`` (a random model's agreement means nothing).
         duration: seconds per interleaved comparison in a full run.
         sections: subset of :data:`SECTIONS` (default all; quick leaves out :data:`QUICK_SKIPS`).
         budgets: per-section seconds overriding :data:`FULL_BUDGETS`.
@@ -49,9 +51,10 @@ class Config:
     def __init__(self, quick: bool = False, *, out: str | os.PathLike | None = None,
                  work: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                  duration: float | None = None, plots: bool = True, sections: Sequence[str] | None = None,
-                 budgets: dict[str, float] | None = None, agreement_checkpoint: str | os.PathLike | None = "auto"):
+                 budgets: dict[str, float] | None = None, agreement_checkpoint: str | os.PathLike | None = "auto",
+                 random_weights: bool = False):
         from ..errors import InputError
-        from .fixtures import DEMO_CHECKPOINT
+        from .fixtures import BENCH_CHECKPOINT, DEMO_CHECKPOINT
         unknown = sorted(set(sections or ()) - set(SECTIONS))
         if unknown:
             raise InputError(f"--sections: unknown section(s) {', '.join(unknown)}",
@@ -61,8 +64,13 @@ class Config:
         if checkpoint and not Path(checkpoint).is_file():
             raise InputError(f"--checkpoint {checkpoint} does not exist",
                              hint="give a checkpoint written by 'gcf-trt train' (or omit it for random weights)")
+        if checkpoint and random_weights:
+            raise InputError("--checkpoint and --random-weights exclude each other",
+                             hint="drop one: --random-weights benchmarks an untrained model of the default size")
         self.quick = quick
         self.work = Path(work) if work else None
+        if checkpoint is None and not quick and not random_weights and BENCH_CHECKPOINT.is_file():
+            checkpoint = BENCH_CHECKPOINT
         self.checkpoint = Path(checkpoint) if checkpoint else None
         if agreement_checkpoint == "auto":  # quick proves the code path on its own builds (no extra builds)
             demo = DEMO_CHECKPOINT if DEMO_CHECKPOINT.is_file() and not quick else None

@@ -173,6 +173,23 @@ def test_naive_torch_pipeline_makes_the_runtimes_predictions(tiny_model, tiny_en
     assert positive_finite(naive["fps"]) and 0 <= ours["preprocess_share_of_wall"] <= 1
 
 
+def test_a_full_run_benchmarks_the_bundled_trained_model_unless_told_otherwise(tmp_path):
+    """Issue 13: speed and INT8 agreement come from one trained model (the bundled bench model)."""
+    from gcf_trt.bench.config import Config
+    from gcf_trt.bench.fixtures import BENCH_CHECKPOINT, DEMO_CHECKPOINT
+    from gcf_trt.compile.model import load_checkpoint
+    from gcf_trt.errors import InputError
+    spec = load_checkpoint(BENCH_CHECKPOINT).spec  # it is shipped, and a trained model of the benchmarked size
+    assert (spec.clip_len, spec.size, spec.ring_size, spec.backbone_args["width"]) == (16, 112, 8, 16)
+    full = Config(out=tmp_path)
+    assert full.checkpoint == BENCH_CHECKPOINT and full.agreement_checkpoint == BENCH_CHECKPOINT
+    untrained = Config(out=tmp_path, random_weights=True)
+    assert untrained.checkpoint is None and untrained.agreement_checkpoint == DEMO_CHECKPOINT
+    assert Config(quick=True).checkpoint is None
+    with pytest.raises(InputError, match="exclude each other"):
+        Config(out=tmp_path, checkpoint=BENCH_CHECKPOINT, random_weights=True)
+
+
 def test_agreement_of_a_separate_model_reports_n_and_interval(tiny_checkpoint, tmp_path):
     from gcf_trt.bench.config import Config
     from gcf_trt.bench.engines import build

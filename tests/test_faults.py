@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -31,13 +30,13 @@ from gcf_trt.manifest import sha256_file
 from gcf_trt.runtime import (Backoff, IteratorSource, StreamingClassifier, ThreadedSource,
                              load_engines, open_source)
 from tests.conftest import write_video
-from tests.live.helpers import send_mjpeg
+from tests.live.helpers import LoopbackHttpServer, send_mjpeg
 
 ENV = {**os.environ, "PYTHONPATH": str(Path.cwd())}
 
 
 # ----------------------------------------------------------------------------- camera cut and restored
-class FlakyCamera:
+class FlakyCamera(LoopbackHttpServer):
     """MJPEG over HTTP on 127.0.0.1 with a scripted outage.
 
     Connection 0 streams ``frames`` frames and cuts; the next ``refused`` connections get 503
@@ -66,22 +65,11 @@ class FlakyCamera:
                     return
                 send_mjpeg(self, jpegs)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/cam.mjpg"
-
-    def __enter__(self) -> "FlakyCamera":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 def test_camera_cut_and_restored_reconnects_with_backoff_and_predictions_resume(tiny_engines):

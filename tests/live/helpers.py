@@ -206,7 +206,26 @@ def send_mjpeg(handler: "http.server.BaseHTTPRequestHandler", jpegs: list[bytes]
     except (BrokenPipeError, ConnectionResetError):  # the client hung up: the camera "cut"
         pass
 
-class MjpegServer:
+class LoopbackHttpServer:
+    """A threading HTTP server on 127.0.0.1 (a free port) for a handler class; a context manager
+    that serves in a daemon thread and shuts down, closes and joins on exit."""
+
+    def __init__(self, handler: type) -> None:
+        self.httpd = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+class MjpegServer(LoopbackHttpServer):
     """multipart/x-mixed-replace JPEG stream on 127.0.0.1.
 
     Connection k (0-based) < ``sessions`` serves ``frames_per_session`` frames and then cuts
@@ -234,18 +253,7 @@ class MjpegServer:
                     return
                 send_mjpeg(self, jpegs)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def url(self, userinfo: str = "") -> str:
         return f"http://{userinfo}127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
-
-    def __enter__(self) -> "MjpegServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)

@@ -25,7 +25,7 @@ USES_CANDIDATES = ("backbone", "head", "streaming", "whatif")
 # candidate (issue 13) and the calibration videos for it are generated first.
 FULL_BUDGETS = {"builds": 110, "backbone": 30, "head": 22, "streaming": 18, "end_to_end": 28,
                 "multistream": 18, "openvino_benchmark": 10, "cold_start": 25, "roofline": 18,
-                "ort_sweep": 10, "agreement": 60, "whatif": 10}
+                "ort_sweep": 10, "agreement": 60, "whatif": 16}
 QUICK_BUDGET = 60  # per section; quick runs a fixed, tiny number of rounds well inside it
 
 

@@ -187,14 +187,21 @@ def _sweep_whatif(sweeps: dict | None, wi: dict | None) -> list[str]:
         for name, e in sweep["configs"].items():
             lines.append(f"| {name}{' (project default)' if name == sweep['project_default'] else ''} | "
                          f"{e['p50_ms']:.2f} | {e['vs_project_default_p50']:.2f}x |")
-    wh, wr = (wi or {}).get("head_graph"), (wi or {}).get("resize")
-    if wh or wr:
+    wh, wr, wf = (wi or {}).get("head_graph"), (wi or {}).get("resize"), (wi or {}).get("fused_step")
+    if wh or wr or wf:
         lines += ["", "## What-ifs (measured in this run; proposals for other files)", ""]
     if wh:
         lines.append(f"- Head graph: the built head ({wh['nodes']['built']} nodes) vs the same maths with the five "
                      f"shifted sums as one MatMul ({wh['nodes']['shift_matmul']} nodes), both {wh['runtime']}: p50 "
                      f"{wh['p50_ms']['built']:.3f} vs {wh['p50_ms']['shift_matmul']:.3f} ms "
                      f"({wh['shift_matmul_over_built_p50']:.2f}x); max |output difference| {wh['max_abs_output_diff']:.1e}.")
+    if wf:
+        cost = wf["head_cost_fraction_of_backbone"]
+        lines.append(f"- Head fused into the backbone's graph ({wf['backbone']}): the head's cost as a fraction of the "
+                     f"backbone call, {cost['separate']:.3f} run after it as built ({wf['head_as_built']}) vs "
+                     f"{cost['fused']:.3f} inside one step graph (p50 {wf['p50_ms']['backbone']:.3f} / "
+                     f"{wf['p50_ms']['backbone_then_head']:.3f} / {wf['p50_ms']['fused_step']:.3f} ms); max |logit "
+                     f"difference| {wf['max_abs_logit_diff']:.1e}.")
     if wr:
         lines.append(f"- Preprocessing {wr['frame'][0]}x{wr['frame'][1]}: whole Preprocessor call p50 "
                      f"{wr['p50_ms']['preprocess_frame']:.3f} ms; a plain INTER_AREA resize to {wr['resized_to'][0]}x"

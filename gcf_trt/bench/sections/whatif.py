@@ -83,6 +83,78 @@ def whatif_head_graph(model, built_head: Path, work: Path, backbone_name: str, b
             "shift_matmul_over_built_p50": stats["shift_matmul"]["p50_ms"] / stats["built"]["p50_ms"]}
 
 
+def fused_step_graph(backbone_file: Path, head_file: Path, dst: Path, ring_size: int, dim: int) -> Path:
+    """One ONNX graph for a whole streaming step: ``clip [B,3,T,H,W]``, the ring's older
+    ``ring_prev [B,N-1,D]`` and ``mask [B,N]`` -> ``descriptor``, ``logits``, ``gates``.
+
+    The backbone and head.onnx as built, joined by ``Concat(ring_prev, descriptor)``: the head
+    runs inside the engine's call instead of a call (or numpy) of its own.  A what-if."""
+    import onnx
+    from onnx import TensorProto, compose, helper
+    from ...spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS
+    bb = compose.add_prefix(onnx.load(str(backbone_file)), "bb/")
+    hd = compose.add_prefix(onnx.load(str(head_file)), "hd/")
+    # the step's own inputs and outputs keep the contract's names (runtimes name ports by them)
+    names = {f"bb/{BACKBONE_INPUT}": BACKBONE_INPUT, f"bb/{BACKBONE_OUTPUT}": BACKBONE_OUTPUT,
+             f"hd/{HEAD_INPUTS[1]}": HEAD_INPUTS[1], **{f"hd/{o}": o for o in HEAD_OUTPUTS}}
+    nodes = [*bb.graph.node,
+             helper.make_node("Unsqueeze", [BACKBONE_OUTPUT, "step/axis1"], ["step/newest"]),
+             helper.make_node("Concat", ["ring_prev", "step/newest"], [f"hd/{HEAD_INPUTS[0]}"], axis=1),
+             *hd.graph.node]
+    for node in nodes:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    plain_bb, plain_hd = onnx.load(str(backbone_file)).graph, onnx.load(str(head_file)).graph
+    graph = helper.make_graph(
+        nodes, "gcf_stream_step",
+        [plain_bb.input[0], helper.make_tensor_value_info("ring_prev", TensorProto.FLOAT, ["B", ring_size - 1, dim]),
+         plain_hd.input[1]],
+        [*plain_bb.output, *plain_hd.output],  # the names and shapes as built
+        initializer=[*bb.graph.initializer, *hd.graph.initializer,
+                     helper.make_tensor("step/axis1", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=bb.opset_import)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def whatif_fused_step(engines_dir: Path, work: Path, *, say, **timing) -> dict[str, Any]:
+    """The CPU build's backbone call then its head (as the runtime runs them) against one call
+    of :func:`fused_step_graph` on the backbone's runtime and options, interleaved."""
+    from ...runtime.backends import open_backend
+    from ...runtime.engines import load_engines
+    from ...spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_OUTPUTS
+    with load_engines(engines_dir) as engines:
+        spec, manifest = engines.spec, engines.manifest
+        bb, hd = manifest.component("backbone"), manifest.component("head")
+        path = fused_step_graph(engines_dir / bb["file"], engines_dir / hd["file"], work / "stream_step.onnx",
+                                spec.ring_size, spec.dim)
+        fused = open_backend(bb["runtime"], path, bb.get("options") or {})
+        rng = np.random.default_rng(5)
+        clip = rng.standard_normal((1, *spec.clip_shape)).astype(np.float32)
+        ring = rng.standard_normal((1, spec.ring_size - 1, spec.dim)).astype(np.float32)
+        mask = np.ones((1, spec.ring_size), np.float32)
+
+        def separate():
+            d = engines.backbone.infer({BACKBONE_INPUT: clip})[BACKBONE_OUTPUT]
+            return engines.head.infer({DESCRIPTORS: np.concatenate([ring, d[:, None]], 1), MASK: mask})
+
+        def step():
+            return fused.infer({BACKBONE_INPUT: clip, "ring_prev": ring, MASK: mask})
+
+        diff = float(np.abs(separate()[HEAD_OUTPUTS[0]] - step()[HEAD_OUTPUTS[0]]).max())
+        say("what-if: head fused into the backbone's graph")
+        samples = interleaved({"backbone": lambda: engines.backbone.infer({BACKBONE_INPUT: clip}),
+                               "backbone_then_head": separate, "fused_step": step}, **timing)
+        p50 = {k: summarize(v)["p50_ms"] for k, v in samples.items()}
+        head_runtime = repr(engines.head)
+    return {"backbone": f"{bb['runtime']} {bb.get('precision')}", "head_as_built": head_runtime, "p50_ms": p50,
+            "head_cost_fraction_of_backbone": {
+                "separate": (p50["backbone_then_head"] - p50["backbone"]) / p50["backbone"],
+                "fused": (p50["fused_step"] - p50["backbone"]) / p50["backbone"]},
+            "max_abs_logit_diff": diff}
+
+
 def whatif_resize(spec, video: Path, *, say, **timing) -> dict[str, Any]:
     """The whole Preprocessor call vs a plain one-step INTER_AREA resize and exact 2x INTER_AREA then the rest."""
     import cv2
@@ -116,6 +188,8 @@ def section(ctx) -> dict[str, Any]:
     main = _main_backbone(ctx)
     out["head_graph"] = whatif_head_graph(ctx.model, head_file, ctx.work, main, ctx.fns[main], say=ctx.say,
                                           **ctx.timing(0.25, share=0.5))
+    if not ctx.deadline.expired:
+        out["fused_step"] = whatif_fused_step(ctx.engines_dir, ctx.work, say=ctx.say, **ctx.timing(0.25, share=0.5))
     if not ctx.deadline.expired:
         out["resize"] = whatif_resize(ctx.spec, ctx.video(), say=ctx.say, **ctx.timing(0.25, share=0.9))
     return out

@@ -8,10 +8,12 @@ per-tensor activations at every tensor the Q/DQ graph quantizes (each conv outpu
 stem's first, each ReLU and residual Add output); int8 symmetric per-channel weights (7-bit on
 x86 without VNNI); ranges by MinMax over calibration clips, recomputed as the weights move.
 
-Loss, on the rings a stream presents (ring prefixes of each video, the FP32 head frozen):
-KL(teacher || student INT8) + KL(teacher || student FP32) + KL(student FP32 || student INT8),
-so that the student's INT8 and FP32 predictions agree with each other (what the gate measures)
-and with the model it started from (accuracy).
+Loss, on the rings a stream presents (each video's ring prefixes, then its sliding windows; the
+FP32 head frozen unless --head-lr): KL(teacher || student INT8) + KL(teacher || student FP32) +
+KL(student FP32 || student INT8), so that the student's INT8 and FP32 predictions agree with each
+other (what the gate measures) and with the model it started from (accuracy); optionally hinges
+on the logit margin (--margin) and on the gates' distance from the selection threshold
+(--gate-margin).  Measured variants and results: docs/INT8.md.
 
     python benchmarks/int8_qat.py --checkpoint gcf_trt/assets/demo.pt --videos TRAIN_DIR --out student.pt
 """
@@ -105,15 +107,18 @@ class QEdge3D(nn.Module):
                 mods["sc"] = QConv(blk.shortcut[0], blk.shortcut[1], qmax)
             self.blocks.append(mods)
         self.points = nn.ModuleList()
+        self._next = 0
 
-    def _aq(self, i: int) -> ActQuant:
-        while len(self.points) <= i:
+    def _point(self, t: torch.Tensor, quant: bool) -> torch.Tensor:
+        """The next quantization point of this forward pass (created on the first pass)."""
+        if self._next == len(self.points):
             self.points.append(ActQuant())
-        return self.points[i]
+        self._next += 1
+        return self.points[self._next - 1](t, quant)
 
     def forward(self, x: torch.Tensor, quant: bool) -> torch.Tensor:
-        k = iter(range(10_000))
-        aq = lambda t: self._aq(next(k))(t, quant)  # noqa: E731 - the next quantization point
+        self._next = 0
+        aq = lambda t: self._point(t, quant)  # noqa: E731
         # ORT's CPU Q/DQ graph drops each ReLU into the uint8 quantization of its input (the
         # range [0, max] clamps as ReLU does), so a conv/Add + ReLU is one quantization point.
         x = aq(F.relu(self.stem1(x, quant)))           # stem conv1 FP32, its ReLU output quantized

@@ -23,17 +23,12 @@ def test_fused_step_graph_equals_backbone_then_head(tiny_engines, tmp_path):
         got = step.infer({BACKBONE_INPUT: clip, "ring_prev": ring, HEAD_INPUTS[1]: mask})
         desc = engines.backbone.infer({BACKBONE_INPUT: clip})[BACKBONE_OUTPUT]
         want = engines.head.infer({HEAD_INPUTS[0]: np.concatenate([ring, desc[:, None]], 1), HEAD_INPUTS[1]: mask})
+        # a wrong ring order (newest first) must not pass the same check
+        wrong = engines.head.infer({HEAD_INPUTS[0]: np.concatenate([desc[:, None], ring], 1), HEAD_INPUTS[1]: mask})
     np.testing.assert_allclose(got[BACKBONE_OUTPUT], desc, atol=1e-5)
     for name in HEAD_OUTPUTS:
         np.testing.assert_allclose(got[name], want[name], atol=1e-4)
-    # a wrong ring order (newest first) must not pass the same check
-    wrong = engines_head_on(tiny_engines, np.concatenate([desc[:, None], ring], 1), mask)
     assert np.abs(wrong[HEAD_OUTPUTS[0]] - got[HEAD_OUTPUTS[0]]).max() > 1e-3
-
-
-def engines_head_on(engines_dir, descriptors, mask):
-    with load_engines(engines_dir) as engines:
-        return engines.head.infer({HEAD_INPUTS[0]: descriptors, HEAD_INPUTS[1]: mask})
 
 
 def test_whatif_fused_step_reports_both_costs(tiny_engines, tmp_path):

@@ -92,8 +92,8 @@ def fused_step_graph(backbone_file: Path, head_file: Path, dst: Path, ring_size:
     import onnx
     from onnx import TensorProto, compose, helper
     from ...spec import BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS
-    bb = compose.add_prefix(onnx.load(str(backbone_file)), "bb/")
-    hd = compose.add_prefix(onnx.load(str(head_file)), "hd/")
+    plain_bb, plain_hd = onnx.load(str(backbone_file)), onnx.load(str(head_file))
+    bb, hd = compose.add_prefix(plain_bb, "bb/"), compose.add_prefix(plain_hd, "hd/")  # copies
     # the step's own inputs and outputs keep the contract's names (runtimes name ports by them)
     names = {f"bb/{BACKBONE_INPUT}": BACKBONE_INPUT, f"bb/{BACKBONE_OUTPUT}": BACKBONE_OUTPUT,
              f"hd/{HEAD_INPUTS[1]}": HEAD_INPUTS[1], **{f"hd/{o}": o for o in HEAD_OUTPUTS}}
@@ -104,12 +104,11 @@ def fused_step_graph(backbone_file: Path, head_file: Path, dst: Path, ring_size:
     for node in nodes:
         node.input[:] = [names.get(n, n) for n in node.input]
         node.output[:] = [names.get(n, n) for n in node.output]
-    plain_bb, plain_hd = onnx.load(str(backbone_file)).graph, onnx.load(str(head_file)).graph
     graph = helper.make_graph(
         nodes, "gcf_stream_step",
-        [plain_bb.input[0], helper.make_tensor_value_info("ring_prev", TensorProto.FLOAT, ["B", ring_size - 1, dim]),
-         plain_hd.input[1]],
-        [*plain_bb.output, *plain_hd.output],  # the names and shapes as built
+        [plain_bb.graph.input[0], helper.make_tensor_value_info("ring_prev", TensorProto.FLOAT, ["B", ring_size - 1, dim]),
+         plain_hd.graph.input[1]],
+        [*plain_bb.graph.output, *plain_hd.graph.output],  # the names and shapes as built
         initializer=[*bb.graph.initializer, *hd.graph.initializer,
                      helper.make_tensor("step/axis1", TensorProto.INT64, [1], [1])])
     model = helper.make_model(graph, opset_imports=bb.opset_import)

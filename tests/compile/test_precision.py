@@ -289,3 +289,19 @@ def test_agreement_on_video_sequences_reports_interval(tiny_engines, clips):
     assert res["num_predictions"] == len(clips) and res["num_disagreements"] == 0
     lo, hi = res["top1_agreement_ci95"]
     assert lo < 1.0 and hi == 1.0
+
+
+def test_agreement_counts_the_disagreements_at_fp32_near_ties():
+    """The gate says where its disagreements are: at predictions FP32 itself nearly ties on
+    (docs/INT8.md), or at confident ones.  The head here returns the newest descriptor as logits."""
+    clips = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1, 1) * np.ones((4, 3, 1, 2, 2), np.float32)
+    ref_logits = np.array([[2.0, 0.0], [0.1, 0.0], [0.1, 0.0], [3.0, 0.0]], np.float32)  # clips 1, 2: near-ties
+    test_logits = np.array([[2.0, 0.0], [0.0, 0.1], [0.1, 0.0], [0.0, 3.0]], np.float32)  # flips 1 and 3
+    ref = lambda x: ref_logits[x[:, 0, 0, 0, 0].astype(int)]  # noqa: E731
+    test = lambda x: test_logits[x[:, 0, 0, 0, 0].astype(int)]  # noqa: E731
+    res = A.agreement(ref, test, clips, lambda desc, mask: desc[:, -1], ring_size=4)
+    assert res["num_disagreements"] == 2 and res["near_ties"] == 2 and res["disagreements_at_near_ties"] == 1
+    with pytest.raises(AgreementError, match=r"1 of the 2 disagreements are near-ties of FP32 itself .*50\.0% of"):
+        A.check_agreement(res, 0.99)
+    same = A.agreement(ref, ref, clips, lambda desc, mask: desc[:, -1], ring_size=4)
+    assert same["disagreements_at_near_ties"] == 0 and A.near_tie_text(same) == ""

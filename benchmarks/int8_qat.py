@@ -238,6 +238,7 @@ def main() -> None:
 
     print("before: simulated INT8 vs teacher %.4f, student FP32 vs teacher %.4f, INT8 vs FP32 %.4f" % evaluate())
     start = time.perf_counter()
+    skipped = 0
     for step in range(1, args.steps + 1):
         decay = 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for g in opt.param_groups:
@@ -265,8 +266,12 @@ def main() -> None:
                     valid = (mask > 0) & (gates < gates.amax(1, keepdim=True))  # the top gate is always kept
                     if valid.any():
                         loss = loss + args.gate_margin_weight * F.relu(args.gate_margin - gap[valid]).mean()
+        if not torch.isfinite(loss):  # a step that would poison the weights is skipped, and counted
+            skipped += 1
+            continue
         opt.zero_grad()
         (loss / len(picks)).backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
         if step % args.recalibrate_every == 0:
             calibrate(student, calib)
@@ -281,7 +286,7 @@ def main() -> None:
         diff = float((out.backbone(probe) - student(probe, quant=False)).abs().max())
     save_checkpoint(out, args.out, extra={"qat": {"from": str(args.checkpoint), "steps": args.steps, "lr": args.lr,
                                                   "weight_qmax": qmax, "videos": len(videos)}})
-    print(f"wrote {args.out} (max |write-back diff| {diff:.1e})")
+    print(f"wrote {args.out} (max |write-back diff| {diff:.1e}; {skipped} non-finite steps skipped)")
 
 
 if __name__ == "__main__":

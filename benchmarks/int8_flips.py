@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcf_trt.compile.agreement import rings
+from gcf_trt.compile.agreement import NEAR_TIE_MARGIN, rings, top2_margin
 from gcf_trt.compile.export import export_backbone
 from gcf_trt.compile.model import load_checkpoint
 from gcf_trt.compile.precision import quantize_int8
@@ -64,12 +64,10 @@ def main() -> None:
                     logits, gates = model.head(torch.from_numpy(r), torch.from_numpy(m))
                     out[name] = (logits.numpy(), gates.numpy(), m)
                 (lf, gf, mask), (lq, gq, _) = out["fp32"], out["int8"]
+                margins = top2_margin(lf)  # the gate's own near-tie measure
                 for k in range(len(lf)):
-                    p = np.exp(lf[k] - lf[k].max())
-                    p /= p.sum()
-                    top2 = np.sort(p)[-2:]
                     selected = [tuple((g[k] >= spec.select_ratio * g[k].max()) & (mask[k] > 0)) for g in (gf, gq)]
-                    rows.append((lf[k].argmax() == lq[k].argmax(), top2[1] - top2[0], int(mask[k].sum()),
+                    rows.append((lf[k].argmax() == lq[k].argmax(), margins[k], int(mask[k].sum()),
                                  selected[0] == selected[1]))
     agree, margin, fill, same_selection = (np.array(c) for c in zip(*rows))
     flips = ~agree.astype(bool)
@@ -77,7 +75,7 @@ def main() -> None:
     print(f"clip selection changed: {np.mean(~same_selection.astype(bool)):.3f} of all predictions, "
           f"{int((~same_selection.astype(bool))[flips].sum())} of the flips")
     print("flips by ring fill:", np.bincount(fill[flips], minlength=spec.ring_size + 1)[1:].tolist())
-    edges = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.01)
+    edges = (0.0, 0.05, 0.1, NEAR_TIE_MARGIN, 0.3, 0.5, 1.01)
     print("FP32 top-2 probability margin | share of predictions | flips | flip rate")
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (margin >= lo) & (margin < hi)

@@ -120,7 +120,7 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
                                 np.where(np.abs(ref - out).max(1) == 0, 1.0, 0.0)))
         ref_logits, out_logits = logits_of(ref), logits_of(out)
         same.append(ref_logits.argmax(1) == out_logits.argmax(1))
-        margins.append(_top2_margin(ref_logits))
+        margins.append(top2_margin(ref_logits))
         diffs.append(float(np.abs(ref_logits - out_logits).max()))
     cosine = np.concatenate(cosines)
     agree = np.concatenate(same)
@@ -138,7 +138,7 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
     }
 
 
-def _top2_margin(logits: np.ndarray) -> np.ndarray:
+def top2_margin(logits: np.ndarray) -> np.ndarray:
     """Softmax probability of the top class minus the runner-up's, per row."""
     z = logits - logits.max(1, keepdims=True)
     p = np.exp(z)

@@ -1,8 +1,13 @@
-"""Where INT8 top-1 flips happen: the FP32 prediction's margin, the ring fill, the clip selection.
+"""Where INT8 top-1 flips happen: the FP32 prediction's margin, the ring fill, the clip selection,
+and how much of the labelled action the ring holds.
 
 The product's recipe (``quantize_int8``, 64 calibration clips) on the checkpoint's backbone, the
 real INT8 graph on ONNX Runtime or OpenVINO, every ring prediction of the evaluation videos
 against FP32 (the same FP32 head).  Behind docs/INT8.md ("Why PTQ and QAT stop near 97-98 %").
+With the evaluation set's ``labels.csv`` (action windows), the flips are also split by how many
+clips' worth of the action the ring holds (none: FP32 has nothing to recognise and guesses), and
+a what-if reports the agreement of a decision that abstains when the ring's largest gate is
+under a threshold (the product does not abstain today; docs/INT8.md).
 
     python benchmarks/int8_flips.py --checkpoint gcf_trt/assets/demo.pt --calib CAL_DIR --videos EVAL_DIR
 """
@@ -20,6 +25,8 @@ from gcf_trt.compile.export import export_backbone
 from gcf_trt.compile.model import load_checkpoint
 from gcf_trt.compile.precision import quantize_int8
 from gcf_trt.data import read_video
+from gcf_trt.datasets import clip_overlap, read_labels
+from gcf_trt.errors import InputError
 from gcf_trt.preprocess import clips_from_frames
 
 
@@ -31,6 +38,15 @@ def int8_runner(path: Path, runtime: str):
     import onnxruntime as ort
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"clip": x})[0]
+
+
+def ring_action_clips(overlap: np.ndarray, ring_size: int) -> np.ndarray:
+    """Clips' worth of the action in each ring a stream presents: ring k holds clips
+    ``max(0, k-N+1) .. k`` (as :func:`gcf_trt.compile.agreement.rings`); ``overlap[k]`` is the
+    fraction of clip k's frames inside the labelled action."""
+    cums = np.concatenate([[0.0], np.cumsum(overlap, dtype=np.float64)])
+    k = np.arange(len(overlap))
+    return (cums[k + 1] - cums[np.maximum(0, k - ring_size + 1)]).astype(np.float32)
 
 
 def main() -> None:
@@ -50,12 +66,19 @@ def main() -> None:
         calib = calib[np.random.default_rng(0).permutation(len(calib))[:64]]
         quantize_int8(work / "backbone.onnx", work / "int8.onnx", calib)
         int8 = int8_runner(work / "int8.onnx", args.runtime)
+        try:
+            windows = {r.path.name: (r.start, r.end) for r in read_labels(args.videos)}
+        except InputError:  # a set without labels.csv: no split by action window
+            windows = {}
         rows = []
         with torch.no_grad():
             for path in sorted(Path(args.videos).glob("*.mp4")):
-                clips = clips_from_frames(read_video(path), spec)[0]
+                clips, ranges = clips_from_frames(read_video(path), spec)
                 if not len(clips):
                     continue
+                window = windows.get(path.name)
+                action = (ring_action_clips(clip_overlap(ranges, *window), spec.ring_size) if window
+                          else np.full(len(clips), np.nan, np.float32))
                 fp32 = model.backbone(torch.from_numpy(clips)).numpy()
                 q = np.concatenate([int8(clips[i:i + 1]) for i in range(len(clips))])
                 out = {}
@@ -67,9 +90,12 @@ def main() -> None:
                 margins = top2_margin(lf)  # the gate's own near-tie measure
                 for k in range(len(lf)):
                     selected = [tuple((g[k] >= spec.select_ratio * g[k].max()) & (mask[k] > 0)) for g in (gf, gq)]
+                    top_gate = [float((g[k] * mask[k]).max()) for g in (gf, gq)]
                     rows.append((lf[k].argmax() == lq[k].argmax(), margins[k], int(mask[k].sum()),
-                                 selected[0] == selected[1]))
-    agree, margin, fill, same_selection = (np.array(c) for c in zip(*rows))
+                                 selected[0] == selected[1], action[k], *top_gate,
+                                 int(lf[k].argmax()), int(lq[k].argmax())))
+    agree, margin, fill, same_selection, action, gate_fp32, gate_int8, top_fp32, top_int8 = \
+        (np.array(c) for c in zip(*rows))
     flips = ~agree.astype(bool)
     print(f"{len(rows)} ring predictions, {args.runtime} INT8 top-1 agreement {agree.mean():.4f} ({int(flips.sum())} flips)")
     print(f"clip selection changed: {np.mean(~same_selection.astype(bool)):.3f} of all predictions, "
@@ -82,6 +108,19 @@ def main() -> None:
         n = int(inside.sum())
         print(f"  [{lo:.2f}, {min(hi, 1):.2f}) | {n / len(rows):.3f} | {int(flips[inside].sum())} | "
               f"{(flips[inside].mean() if n else 0):.2f}")
+    if np.isnan(action).all():
+        return
+    print("action in the ring | share of predictions | flips | FP32 near-ties")
+    for name, inside in (("none", action == 0), ("under 1 clip", (action > 0) & (action < 1)),
+                         ("1 clip or more", action >= 1)):
+        print(f"  {name} | {inside.mean():.3f} | {int(flips[inside].sum())} | "
+              f"{int((margin[inside] < NEAR_TIE_MARGIN).sum())}")
+    print("what-if: abstain when the ring's largest gate is under tau (FP32 and INT8 decide alike)")
+    for tau in (0.3, 0.5):
+        d32, d8 = np.where(gate_fp32 >= tau, top_fp32, -1), np.where(gate_int8 >= tau, top_int8, -1)
+        print(f"  tau {tau}: decision agreement {np.mean(d32 == d8):.4f}; FP32 abstains on "
+              f"{np.mean(d32[action == 0] < 0):.2f} of the rings without action, "
+              f"{np.mean(d32[action >= 1] < 0):.2f} of those with 1 clip of it or more")
 
 
 if __name__ == "__main__":

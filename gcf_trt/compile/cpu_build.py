@@ -350,7 +350,10 @@ def _summary(out: Path, manifest: dict[str, Any], chosen: _Candidate, selection:
         lines.append(f"engine {chosen.name}: {selection['why']}")
     if agreement_rec:
         ci = agreement_rec.get("top1_agreement_ci95")
-        lines.append(f"agreement with FP32 on {agreement_rec['num_clips']} {agreement_rec.get('data', 'clips')}: "
+        data = agreement_rec.get("data", "clips")
+        if data.startswith("held-out") and "num_sequences" in agreement_rec:  # "256 clips of 21 held-out videos"
+            data = f"clips of {agreement_rec['num_sequences']} {data}"
+        lines.append(f"agreement with FP32 on {agreement_rec['num_clips']} {data}: "
                      f"top-1 {agreement_rec['top1_agreement']:.1%} of {agreement_rec['num_predictions']} "
                      + (f"predictions (95% interval {ci[0]:.1%}-{ci[1]:.1%}), " if ci else "predictions, ")
                      + f"descriptor cosine mean {agreement_rec['cosine_mean']:.4f} "

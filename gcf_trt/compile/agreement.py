@@ -12,13 +12,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import AgreementError, InputError
+from ..segments import DEFAULT_HIGH
 
 DescriptorFn = Callable[[np.ndarray], np.ndarray]
 # FP32 predictions whose top-2 softmax margin is under this are "near-ties": on the trained demo
 # model INT8 flips a quarter to two thirds of them, and they hold two thirds of all disagreements
 # (docs/INT8.md).  The gate reports them so a refusal says where the disagreements are.
 NEAR_TIE_MARGIN = 0.2
-HeadFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# A ring none of whose clips reaches this FP32 gate (the segment detector's threshold,
+# gcf_trt.segments) shows the model no action: FP32 itself guesses its class there (on the demo
+# model right on 13 % of such rings, chance 11 %; docs/INT8.md), so the gate counts the
+# disagreements there apart from those where an action is in view.
+RELEVANT_GATE = DEFAULT_HIGH
+HeadFn = Callable[[np.ndarray, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
 def _descriptor_fn(obj: Any) -> DescriptorFn:
@@ -29,11 +35,18 @@ def _descriptor_fn(obj: Any) -> DescriptorFn:
     raise InputError(f"expected a backend or a function clips -> descriptors, got {type(obj).__name__}")
 
 
-def _head_fn(obj: Any) -> HeadFn:
+def _head_fn(obj: Any) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+    """``(descriptors, mask) -> (logits, gates or None)`` for a head backend or function."""
     if hasattr(obj, "infer"):
-        return lambda desc, mask: obj.infer({"descriptors": desc, "mask": mask})["logits"]
+        def run_backend(desc: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            out = obj.infer({"descriptors": desc, "mask": mask})
+            return out["logits"], out.get("gates")
+        return run_backend
     if callable(obj):
-        return obj
+        def run_function(desc: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            out = obj(desc, mask)
+            return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+        return run_function
     raise InputError(f"expected a backend or a function (descriptors, mask) -> logits, got {type(obj).__name__}")
 
 
@@ -84,7 +97,8 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
             ``clips [B,3,T,H,W] -> descriptors [B,D]``.
         clips: one clip sequence ``[K,3,T,H,W]`` (one stream), or a list of them, one per
             held-out video (:func:`calibration_split`); rings never span two videos.
-        head: a head backend or a function ``(descriptors [B,N,D], mask [B,N]) -> logits [B,C]``.
+        head: a head backend or a function ``(descriptors [B,N,D], mask [B,N]) -> logits [B,C]``
+            (or ``-> (logits, gates [B,N])``).
         ring_size: N; default from the head backend's ``mask`` input shape.
 
     Returns:
@@ -92,7 +106,10 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         interval ``top1_agreement_ci95``, ``num_disagreements``, ``cosine_mean`` /
         ``cosine_min`` (descriptor cosine per clip), ``max_abs_logit_diff``, ``num_clips``,
         ``num_predictions``, ``num_sequences``; ``near_ties`` (FP32 predictions with a top-2
-        probability margin under :data:`NEAR_TIE_MARGIN`) and ``disagreements_at_near_ties``.
+        probability margin under :data:`NEAR_TIE_MARGIN`) and ``disagreements_at_near_ties``;
+        when the head gives gates, ``without_relevant_clip`` (FP32 rings none of whose clips has
+        a gate >= :data:`RELEVANT_GATE`: no action in view) and
+        ``disagreements_without_relevant_clip``.
     """
     groups = [clips] if isinstance(clips, np.ndarray) else list(clips)
     groups = [np.asarray(g, np.float32) for g in groups]
@@ -106,11 +123,15 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         ring_size = int(shape[-1])
     run_head = _head_fn(head)
 
-    def logits_of(desc: np.ndarray) -> np.ndarray:
+    def head_of(desc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         r, m = rings(desc, ring_size)
-        return np.concatenate([run_head(r[i:i + 16], m[i:i + 16]) for i in range(0, len(m), 16)])
+        outs = [run_head(r[i:i + 16], m[i:i + 16]) for i in range(0, len(m), 16)]
+        logits = np.concatenate([o[0] for o in outs])
+        if any(o[1] is None for o in outs):
+            return logits, None
+        return logits, (np.concatenate([o[1] for o in outs]) * m).max(1)  # each ring's largest gate
 
-    cosines, same, diffs, margins = [], [], [], []
+    cosines, same, diffs, margins, top_gates = [], [], [], [], []
     for g in groups:
         ref = descriptors(reference, g, batch)
         out = descriptors(test, g, batch)
@@ -118,14 +139,20 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
         cosines.append(np.where(den > 0, num / np.maximum(den, 1e-30),
                                 np.where(np.abs(ref - out).max(1) == 0, 1.0, 0.0)))
-        ref_logits, out_logits = logits_of(ref), logits_of(out)
+        (ref_logits, ref_gate), (out_logits, _) = head_of(ref), head_of(out)
         same.append(ref_logits.argmax(1) == out_logits.argmax(1))
         margins.append(top2_margin(ref_logits))
+        top_gates.append(ref_gate)
         diffs.append(float(np.abs(ref_logits - out_logits).max()))
     cosine = np.concatenate(cosines)
     agree = np.concatenate(same)
     lo, hi = wilson_interval(int(agree.sum()), len(agree))
     near = np.concatenate(margins) < NEAR_TIE_MARGIN
+    relevance: dict[str, Any] = {}
+    if all(g is not None for g in top_gates):
+        blind = np.concatenate(top_gates) < RELEVANT_GATE
+        relevance = {"relevant_gate": RELEVANT_GATE, "without_relevant_clip": int(blind.sum()),
+                     "disagreements_without_relevant_clip": int((blind & ~agree).sum())}
     return {
         "top1_agreement": float(agree.mean()), "top1_agreement_ci95": [round(lo, 4), round(hi, 4)],
         "num_disagreements": int((~agree).sum()),
@@ -135,6 +162,7 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         "ring_size": int(ring_size),
         "near_tie_margin": NEAR_TIE_MARGIN, "near_ties": int(near.sum()),
         "disagreements_at_near_ties": int((near & ~agree).sum()),
+        **relevance,
     }
 
 
@@ -158,6 +186,18 @@ def near_tie_text(result: dict[str, Any]) -> str:
             f"{result['near_tie_margin']:g}, {share:.1%} of the predictions)")
 
 
+def disagreement_text(result: dict[str, Any]) -> str:
+    """Where the disagreements are: :func:`near_tie_text`, then ', 2 of the 5 on rings where no FP32 gate
+    reaches 0.5 (no action in view, 27.0% of the predictions)' when the result counts them."""
+    text = near_tie_text(result)
+    n, blind = result.get("num_disagreements"), result.get("disagreements_without_relevant_clip")
+    if not n or blind is None:
+        return text
+    share = result["without_relevant_clip"] / max(1, result["num_predictions"])
+    return (f"{text or f'; {n} disagreement(s)'}, {blind} of the {n} on rings where no FP32 gate reaches "
+            f"{result['relevant_gate']:g} (no action in view, {share:.1%} of the predictions)")
+
+
 def passes(result: dict[str, Any], min_agreement: float, min_cosine: float | None = None) -> bool:
     """Whether an :func:`agreement` result meets the thresholds."""
     if result["top1_agreement"] < min_agreement:
@@ -173,7 +213,7 @@ def check_agreement(result: dict[str, Any], min_agreement: float, min_cosine: fl
             f"{what} agrees with FP32 on {result['top1_agreement']:.1%} of {result['num_predictions']} "
             f"held-out predictions{_interval_text(result)}, below --min-agreement {min_agreement:.1%} "
             f"(descriptor cosine mean {result['cosine_mean']:.4f}, min {result['cosine_min']:.4f})"
-            f"{near_tie_text(result)}")
+            f"{disagreement_text(result)}")
     if min_cosine is not None and result["cosine_min"] < min_cosine:
         raise AgreementError(
             f"{what}: minimum descriptor cosine with FP32 is {result['cosine_min']:.4f}, below "

@@ -318,12 +318,12 @@ def fastest_passing(cands: list[_Candidate]) -> tuple[_Candidate, str]:
 
 def _gate_failure(candidate: dict[str, Any]) -> str:
     """' failed gate: 97.3% top-1 agreement (95% interval ...) of 487 predictions' for the summary."""
-    from .agreement import near_tie_text
+    from .agreement import disagreement_text
     agr = candidate["agreement"]
     ci = agr.get("top1_agreement_ci95")
     return (f" (failed gate: {agr['top1_agreement']:.1%} top-1 agreement"
             + (f", 95% interval {ci[0]:.1%}-{ci[1]:.1%}" if ci else "")
-            + f", of {agr['num_predictions']} predictions{near_tie_text(agr)})")
+            + f", of {agr['num_predictions']} predictions{disagreement_text(agr)})")
 
 
 def _summary(out: Path, manifest: dict[str, Any], chosen: _Candidate, selection: dict[str, Any],

@@ -305,3 +305,27 @@ def test_agreement_counts_the_disagreements_at_fp32_near_ties():
         A.check_agreement(res, 0.99)
     same = A.agreement(ref, ref, clips, lambda desc, mask: desc[:, -1], ring_size=4)
     assert same["disagreements_at_near_ties"] == 0 and A.near_tie_text(same) == ""
+    assert "without_relevant_clip" not in res  # a head without gates: not counted
+
+
+def test_agreement_counts_the_disagreements_on_rings_without_a_relevant_clip():
+    """Rings whose FP32 gates all stay under RELEVANT_GATE show no action; FP32 guesses there, so
+    the gate counts those disagreements apart.  Here only the newest slot has a gate: 1 where its
+    descriptor's first value is > 1, so the rings ending at clips 1 and 2 show nothing relevant."""
+    clips = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1, 1) * np.ones((4, 3, 1, 2, 2), np.float32)
+    ref_logits = np.array([[2.0, 0.0], [0.1, 0.0], [0.1, 0.0], [3.0, 0.0]], np.float32)
+    test_logits = np.array([[2.0, 0.0], [0.0, 0.1], [0.1, 0.0], [0.0, 3.0]], np.float32)  # flips 1 and 3
+    ref = lambda x: ref_logits[x[:, 0, 0, 0, 0].astype(int)]  # noqa: E731
+    test = lambda x: test_logits[x[:, 0, 0, 0, 0].astype(int)]  # noqa: E731
+
+    def head(desc, mask):
+        gates = np.zeros(mask.shape, np.float32)
+        gates[:, -1] = desc[:, -1, 0] > 1.0
+        return desc[:, -1], gates
+
+    res = A.agreement(ref, test, clips, head, ring_size=4)
+    assert res["relevant_gate"] == A.RELEVANT_GATE == 0.5
+    assert res["without_relevant_clip"] == 2 and res["disagreements_without_relevant_clip"] == 1
+    with pytest.raises(AgreementError, match=r"near-ties of FP32 itself .*, 1 of the 2 on rings where no FP32 gate "
+                                             r"reaches 0.5 \(no action in view, 50\.0% of the predictions\)"):
+        A.check_agreement(res, 0.99)

@@ -25,7 +25,7 @@ USES_CANDIDATES = ("backbone", "head", "streaming", "whatif")
 # candidate (issue 13) and the calibration videos for it are generated first.
 FULL_BUDGETS = {"builds": 110, "backbone": 30, "head": 22, "streaming": 18, "end_to_end": 28,
                 "multistream": 18, "openvino_benchmark": 10, "cold_start": 25, "roofline": 18,
-                "ort_sweep": 10, "agreement": 60, "whatif": 16}
+                "ort_sweep": 10, "agreement": 90, "whatif": 16}
 QUICK_BUDGET = 60  # per section; quick runs a fixed, tiny number of rounds well inside it
 
 
@@ -97,7 +97,9 @@ class Config:
         self.peak_size = 512 if quick else 2048
         self.head_ring_sizes = (8,) if quick else (8, 16, 32)
         self.multistream_clips = 3 if quick else 8   # clips per stream
-        self.agreement_predictions = 32 if quick else 256  # issue 13: decide on >= 256
+        # issue 13 asks for >= 256; a full run takes 1024, because on 256 the 95 % interval is
+        # about 3 points wide at 98 % and two draws of 256 differ by that much (docs/INT8.md)
+        self.agreement_predictions = 32 if quick else 1024
         # Keyword arguments of every CPU build_engines call.  Quick: a cheap build (the selection
         # trial and calibration are not what CI tests here).
         from ..compile.options import CalibrationOptions, CpuOptions

@@ -19,7 +19,7 @@ from ..timing import error_text
 CALIB_SEED, EVAL_SEED = 7001, 7002  # not the training seeds (gcf_trt.train uses 0..)
 
 
-def eval_clips(spec, work: Path, want: int, *, max_videos: int = 128) -> tuple[list[np.ndarray], int]:
+def eval_clips(spec, work: Path, want: int, *, max_videos: int = 400) -> tuple[list[np.ndarray], int]:
     """Clip sequences, one per freshly generated video (seed ``EVAL_SEED``), until ``want`` clips.
 
     Not cut short by the section's budget: a figure on fewer predictions than asked for cannot

@@ -24,7 +24,6 @@ NEAR_TIE_MARGIN = 0.2
 # model right on 13 % of such rings, chance 11 %; docs/INT8.md), so the gate counts the
 # disagreements there apart from those where an action is in view.
 RELEVANT_GATE = DEFAULT_HIGH
-HeadFn = Callable[[np.ndarray, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
 def _descriptor_fn(obj: Any) -> DescriptorFn:

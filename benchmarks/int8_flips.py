@@ -44,9 +44,7 @@ def ring_action_clips(overlap: np.ndarray, ring_size: int) -> np.ndarray:
     """Clips' worth of the action in each ring a stream presents: ring k holds clips
     ``max(0, k-N+1) .. k`` (as :func:`gcf_trt.compile.agreement.rings`); ``overlap[k]`` is the
     fraction of clip k's frames inside the labelled action."""
-    cums = np.concatenate([[0.0], np.cumsum(overlap, dtype=np.float64)])
-    k = np.arange(len(overlap))
-    return (cums[k + 1] - cums[np.maximum(0, k - ring_size + 1)]).astype(np.float32)
+    return rings(np.asarray(overlap, np.float32)[:, None], ring_size)[0][..., 0].sum(1)
 
 
 def main() -> None:

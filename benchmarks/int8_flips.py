@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcf_trt.compile.agreement import NEAR_TIE_MARGIN, rings, top2_margin
+from gcf_trt.compile.agreement import NEAR_TIE_MARGIN, RELEVANT_GATE, rings, top2_margin
 from gcf_trt.compile.export import export_backbone
 from gcf_trt.compile.model import load_checkpoint
 from gcf_trt.compile.precision import quantize_int8
@@ -114,7 +114,7 @@ def main() -> None:
         print(f"  {name} | {inside.mean():.3f} | {int(flips[inside].sum())} | "
               f"{int((margin[inside] < NEAR_TIE_MARGIN).sum())}")
     print("what-if: abstain when the ring's largest gate is under tau (FP32 and INT8 decide alike)")
-    for tau in (0.3, 0.5):
+    for tau in (0.3, RELEVANT_GATE):  # the gate's own "no relevant clip" threshold, and a lower one
         d32, d8 = np.where(gate_fp32 >= tau, top_fp32, -1), np.where(gate_int8 >= tau, top_int8, -1)
         print(f"  tau {tau}: decision agreement {np.mean(d32 == d8):.4f}; FP32 abstains on "
               f"{np.mean(d32[action == 0] < 0):.2f} of the rings without action, "

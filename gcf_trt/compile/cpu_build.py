@@ -201,6 +201,11 @@ def _open_reported(runtime: str, path: Path, options: dict[str, Any]) -> dict[st
         backend.close()
 
 
+# What the gate ran on (the manifest's agreement record "data"; the summary counts clips and videos).
+HELD_OUT_DATA = "held-out videos (not calibrated on)"
+RANDOM_DATA = "random clips (no --calib)"
+
+
 def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.ndarray] | None, gate: GateOptions,
             precision: str, runtime: str | None, cpu: CpuOptions, say: Callable[[str], None], bars: bool,
             seed: int):
@@ -217,7 +222,7 @@ def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.nda
     head = open_backend("onnxruntime", tmp / HEAD_FILE, ref_opts)
     data = holdout if holdout is not None else \
         [np.random.default_rng(seed).standard_normal((model.spec.ring_size + 2, *model.spec.clip_shape)).astype(np.float32)]
-    data_kind = ("held-out videos (not calibrated on)" if holdout is not None else "random clips (no --calib)")
+    data_kind = HELD_OUT_DATA if holdout is not None else RANDOM_DATA
     try:
         for c in cands:
             say(f"loading {c.name}")
@@ -351,7 +356,7 @@ def _summary(out: Path, manifest: dict[str, Any], chosen: _Candidate, selection:
     if agreement_rec:
         ci = agreement_rec.get("top1_agreement_ci95")
         data = agreement_rec.get("data", "clips")
-        if data.startswith("held-out") and "num_sequences" in agreement_rec:  # "256 clips of 21 held-out videos"
+        if data == HELD_OUT_DATA and "num_sequences" in agreement_rec:  # "256 clips of 21 held-out videos"
             data = f"clips of {agreement_rec['num_sequences']} {data}"
         lines.append(f"agreement with FP32 on {agreement_rec['num_clips']} {data}: "
                      f"top-1 {agreement_rec['top1_agreement']:.1%} of {agreement_rec['num_predictions']} "

@@ -30,9 +30,18 @@ def test_parallel_runs_equal_sequential_ones_and_overlap(tiny_engines):
     feeds = [{"clip": np.full((1, *shape), v, np.float32)} for v in (-1.0, 0.0, 0.5, 1.0, 2.0)]
     threads = set()
     real = OnnxRuntimeBackend.infer
+    # The first two requests meet at a barrier: only a pool that really runs them at once gets
+    # past it (sequential calls time out).  Without it a fast worker could take every request
+    # before the pool starts a second thread, and the check below failed now and then.
+    meet, calls, lock = threading.Barrier(2, timeout=10), [0], threading.Lock()
 
     def spy(self, f):
         threads.add(threading.get_ident())
+        with lock:
+            calls[0] += 1
+            first_two = calls[0] <= 2
+        if first_two:
+            meet.wait()
         return real(self, f)
     par.infer = spy.__get__(par)
     got, ref = par.infer_many(feeds), seq.infer_many(feeds)

@@ -184,6 +184,37 @@ def test_a_signal_never_lands_inside_the_segment_tracker(tiny_engines, tmp_path,
     assert run.guard.signal_name == "SIGINT" and "stopped by SIGINT" in said[-1]
 
 
+def test_a_signal_after_a_prediction_still_writes_the_frame_that_completed_its_clip(tiny_engines, tmp_path):
+    """SIGINT delivered while a prediction goes to the sinks: the frame that completed that clip
+    still reaches the frame sinks before the run stops (the CI failure of stop 22: the video
+    had one frame fewer than the clips written to the JSON lines promised)."""
+    from gcf_trt.runtime.pipeline import LiveRun, RunConfig
+    from gcf_trt.runtime.sinks import Sink
+
+    class Recorder(Sink):
+        wants_frames = True
+
+        def __init__(self):
+            self.frames, self.clip_ends = 0, []
+
+        def frame(self, stream, frame, latest):
+            self.frames += 1
+
+        def prediction(self, event):
+            self.clip_ends.append(event.prediction.frame_range[1])
+            if len(self.clip_ends) == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode, here
+                time.sleep(0.01)
+
+    video = write_video(tmp_path / "v.mp4", num_frames=16)
+    recorder, said = Recorder(), []
+    run = LiveRun(RunConfig(sources=[str(video)], engines=tiny_engines, loop=True, jsonl=None), [recorder],
+                  say=said.append)
+    assert run.run() == 0
+    assert run.guard.signal_name == "SIGINT" and len(recorder.clip_ends) == 3
+    assert recorder.frames == recorder.clip_ends[-1] + 1  # frames 0..end of the last clip, no fewer
+
+
 # ----------------------------------------------------------------------------- load: slow inference
 class SlowBackend:
     """Delegates to a real backend after sleeping: inference slower than capture."""

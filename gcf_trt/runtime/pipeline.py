@@ -388,15 +388,17 @@ class LiveRun:
 
     def _run_one(self, classifier: Any, tap: _Tap) -> None:
         for result in classifier.run(tap, frames=True, max_frames=self.config.max_frames):
-            if result.prediction is not None:
-                self._prediction(0, result.prediction)
-            if self._framed:
-                self.guard.begin()
-                try:
-                    for sink in self._framed:
-                        sink.frame(0, result.frame, self._runs[0].latest)
-                finally:
-                    self.guard.end()
+            # The prediction and the frame that completed its clip are one critical section:
+            # a signal between them would stop the run with the line written but the clip's
+            # last frame missing from the video.
+            self.guard.begin()
+            try:
+                if result.prediction is not None:
+                    self._record_prediction(0, result.prediction)
+                for sink in self._framed:
+                    sink.frame(0, result.frame, self._runs[0].latest)
+            finally:
+                self.guard.end()
         self._runs[0].bad_frames = classifier.state.bad_frames
         self.ended = True
         if not tap.live and classifier.state.clips == 0:

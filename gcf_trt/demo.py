@@ -60,7 +60,7 @@ def run_demo(out: str | Path, *, checkpoint: str | Path | None = None, precision
     from .data import CLASSES, make_videos, plan_video, read_video, render_video, write_video
     from .errors import InputError
     from .fsutil import atomic_file
-    from .runtime.draw import annotate_frames, draw_gate_timeline
+    from .runtime.draw import annotate_frames, decision_text, draw_gate_timeline
     from .runtime.stream import StreamingClassifier
     from .segments import SegmentTracker, temporal_iou
 
@@ -115,7 +115,7 @@ def run_demo(out: str | Path, *, checkpoint: str | Path | None = None, precision
                     say(f"    segment: frames {seg.start}-{seg.end} (score {seg.score:.2f})")
                 g = pred.gates[-1]
                 say(f"clip {pred.clip_index:2d} frames {g.frame_range[0]:3d}-{g.frame_range[1]:3d}  "
-                    f"-> {pred.label:11s} {pred.score:.2f}   gate(newest) {g.gate:.2f}   "
+                    f"-> {decision_text(pred):28s}   gate(newest) {g.gate:.2f}   "
                     f"{pred.latency_ms['total']:.1f} ms")
             per_frame.append(predictions[-1] if predictions else None)
         for seg in tracker.flush():

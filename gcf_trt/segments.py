@@ -20,7 +20,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-DEFAULT_HIGH = 0.5
+from .spec import ACTION_GATE
+
+DEFAULT_HIGH = ACTION_GATE
 DEFAULT_LOW = 0.35
 DEFAULT_MERGE_GAP = 1
 DEFAULT_MIN_CLIPS = 2

@@ -33,6 +33,7 @@ TARGETS = [
 # The figures copied to the top level of latest.json (null where not measurable; reason in notes).
 HEADLINE_KEYS = tuple(k for k, *_ in TARGETS) + (
     "int8_top1_agreement_per_runtime", "int8_agreement_n", "int8_agreement_95ci",
+    "int8_decision_agreement", "int8_decision_agreement_per_runtime", "int8_decision_agreement_95ci",
     "int8_vs_fp32_per_runtime", "int8_vs_torch_speedup", "cpu_engine_vs_best_ratio",
     "openvino_benchmark_app_clips_per_s", "openvino_benchmark_app_vs_runtime")
 
@@ -109,6 +110,11 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["int8_top1_agreement"] = chosen["top1_agreement"] if chosen else None
     h["int8_agreement_n"] = chosen["num_predictions"] if chosen else None
     h["int8_agreement_95ci"] = chosen.get("top1_agreement_ci95") if chosen else None
+    # What the product outputs (the class, or no action: Prediction.action) and the build's gate decides on.
+    h["int8_decision_agreement_per_runtime"] = {k: v["decision_agreement"] for k, v in per.items()
+                                                if "bf16" not in k and "decision_agreement" in v} or None
+    h["int8_decision_agreement"] = chosen.get("decision_agreement") if chosen else None
+    h["int8_decision_agreement_95ci"] = chosen.get("decision_agreement_ci95") if chosen else None
     if agr.get("model", "").startswith("NOT"):
         notes["int8_top1_agreement"] = agr["model"]
     cold = results.get("cold_start") or {}

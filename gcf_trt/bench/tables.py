@@ -220,8 +220,12 @@ def _agreement(agr: dict | None) -> list[str]:
         if "top1_agreement" in r:
             lo, hi = r.get("top1_agreement_ci95") or (float("nan"), float("nan"))
             lines.append(f"- {runtime}: top-1 agreement **{r['top1_agreement']:.2%}** over {r['num_predictions']} "
-                         f"ring predictions (95% interval {lo:.1%} - {hi:.1%}); descriptor cosine mean "
-                         f"{r['cosine_mean']:.4f}, min {r['cosine_min']:.4f}{disagreement_text(r)}")
+                         f"ring predictions (95% interval {lo:.1%} - {hi:.1%})"
+                         + (f", decision (class or no action) **{r['decision_agreement']:.2%}** (95% interval "
+                            f"{r['decision_agreement_ci95'][0]:.1%} - {r['decision_agreement_ci95'][1]:.1%})"
+                            if "decision_agreement" in r else "")
+                         + f"; descriptor cosine mean {r['cosine_mean']:.4f}, min {r['cosine_min']:.4f}"
+                         f"{disagreement_text(r)}")
         else:
             lines.append(f"- {runtime}: unavailable - {r.get('unavailable')}")
     if agr.get("unavailable"):

@@ -2,8 +2,12 @@
 
 Both backbones run over held-out clip sequences (one per video); their descriptors fill the
 rings a stream would present and the same FP32 head classifies each ring.  The result carries
-top-1 agreement with its 95% Wilson interval and descriptor cosines.  numpy only (any backend or
-function can be compared).  Why the gate decides on >= 256 predictions: docs/INT8.md.
+the agreement of the decisions (what a prediction says: the class, or "no action" when no clip
+of the ring reaches :data:`~gcf_trt.spec.ACTION_GATE`, :attr:`Prediction.action
+<gcf_trt.runtime.core.Prediction.action>`) and of the classes alone, each with its 95% Wilson
+interval, and descriptor cosines.  The gate decides on the decisions when the head gives gates.
+numpy only (any backend or function can be compared).  Why the gate decides on >= 256
+predictions, and on the decision: docs/INT8.md.
 """
 from __future__ import annotations
 
@@ -12,18 +16,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import AgreementError, InputError
-from ..segments import DEFAULT_HIGH
+from ..spec import ACTION_GATE
 
 DescriptorFn = Callable[[np.ndarray], np.ndarray]
 # FP32 predictions whose top-2 softmax margin is under this are "near-ties": on the trained demo
 # model INT8 flips a quarter to two thirds of them, and they hold two thirds of all disagreements
 # (docs/INT8.md).  The gate reports them so a refusal says where the disagreements are.
 NEAR_TIE_MARGIN = 0.2
-# A ring none of whose clips reaches this FP32 gate (the segment detector's threshold,
-# gcf_trt.segments) shows the model no action: FP32 itself guesses its class there (on the demo
-# model right on 13 % of such rings, chance 11 %; docs/INT8.md), so the gate counts the
-# disagreements there apart from those where an action is in view.
-RELEVANT_GATE = DEFAULT_HIGH
+# A ring none of whose clips reaches this FP32 gate shows the model no action: FP32 itself
+# guesses its class there (on the demo model right on 13 % of such rings, chance 11 %;
+# docs/INT8.md) and a prediction says "no action", so the gate counts the class disagreements
+# there apart from those where an action is in view.
+RELEVANT_GATE = ACTION_GATE
+NO_ACTION = -1  # the decision "no action" among class indices
 
 
 def _descriptor_fn(obj: Any) -> DescriptorFn:
@@ -102,7 +107,9 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
 
     Returns:
         ``top1_agreement`` (fraction of ring predictions with the same class) with its 95% Wilson
-        interval ``top1_agreement_ci95``, ``num_disagreements``, ``cosine_mean`` /
+        interval ``top1_agreement_ci95``, ``num_disagreements``; when the head gives gates,
+        ``decision_agreement`` (the same decision, see :func:`decisions`) with
+        ``decision_agreement_ci95`` and ``num_decision_disagreements``; ``cosine_mean`` /
         ``cosine_min`` (descriptor cosine per clip), ``max_abs_logit_diff``, ``num_clips``,
         ``num_predictions``, ``num_sequences``; ``near_ties`` (FP32 predictions with a top-2
         probability margin under :data:`NEAR_TIE_MARGIN`) and ``disagreements_at_near_ties``;
@@ -123,6 +130,7 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
     run_head = _head_fn(head)
 
     def head_of(desc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each ring's logits, and its largest valid gate (None when the head gives no gates)."""
         r, m = rings(desc, ring_size)
         outs = [run_head(r[i:i + 16], m[i:i + 16]) for i in range(0, len(m), 16)]
         logits = np.concatenate([o[0] for o in outs])
@@ -130,7 +138,7 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
             return logits, None
         return logits, (np.concatenate([o[1] for o in outs]) * m).max(1)  # each ring's largest gate
 
-    cosines, same, diffs, margins, top_gates = [], [], [], [], []
+    cosines, same, same_decision, diffs, margins, top_gates = [], [], [], [], [], []
     for g in groups:
         ref = descriptors(reference, g, batch)
         out = descriptors(test, g, batch)
@@ -138,8 +146,10 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
         cosines.append(np.where(den > 0, num / np.maximum(den, 1e-30),
                                 np.where(np.abs(ref - out).max(1) == 0, 1.0, 0.0)))
-        (ref_logits, ref_gate), (out_logits, _) = head_of(ref), head_of(out)
+        (ref_logits, ref_gate), (out_logits, out_gate) = head_of(ref), head_of(out)
         same.append(ref_logits.argmax(1) == out_logits.argmax(1))
+        if ref_gate is not None and out_gate is not None:  # each side decides with its own gates
+            same_decision.append(decisions(ref_logits, ref_gate) == decisions(out_logits, out_gate))
         margins.append(top2_margin(ref_logits))
         top_gates.append(ref_gate)
         diffs.append(float(np.abs(ref_logits - out_logits).max()))
@@ -148,9 +158,14 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
     lo, hi = wilson_interval(int(agree.sum()), len(agree))
     near = np.concatenate(margins) < NEAR_TIE_MARGIN
     relevance: dict[str, Any] = {}
-    if all(g is not None for g in top_gates):
+    if all(g is not None for g in top_gates) and len(same_decision) == len(groups):
         blind = np.concatenate(top_gates) < RELEVANT_GATE
-        relevance = {"relevant_gate": RELEVANT_GATE, "without_relevant_clip": int(blind.sum()),
+        decided = np.concatenate(same_decision)
+        d_lo, d_hi = wilson_interval(int(decided.sum()), len(decided))
+        relevance = {"decision_agreement": float(decided.mean()),
+                     "decision_agreement_ci95": [round(d_lo, 4), round(d_hi, 4)],
+                     "num_decision_disagreements": int((~decided).sum()),
+                     "relevant_gate": RELEVANT_GATE, "without_relevant_clip": int(blind.sum()),
                      "disagreements_without_relevant_clip": int((blind & ~agree).sum())}
     return {
         "top1_agreement": float(agree.mean()), "top1_agreement_ci95": [round(lo, 4), round(hi, 4)],
@@ -163,6 +178,20 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         "disagreements_at_near_ties": int((near & ~agree).sum()),
         **relevance,
     }
+
+
+def decisions(logits: np.ndarray, top_gates: np.ndarray, action_gate: float = ACTION_GATE) -> np.ndarray:
+    """What each ring's prediction decides: its class index, or :data:`NO_ACTION` when the ring's
+    largest gate is under ``action_gate`` (as :attr:`Prediction.action` is None there)."""
+    return np.where(np.asarray(top_gates) >= action_gate, np.asarray(logits).argmax(1), NO_ACTION)
+
+
+def gate_measure(result: dict[str, Any]) -> tuple[str, str]:
+    """``(key, words)`` of the figure the gate decides on: the decisions when the result has them
+    (the head gives gates), else the classes."""
+    if "decision_agreement" in result:
+        return "decision_agreement", "decision agreement (class or no action)"
+    return "top1_agreement", "top-1 agreement"
 
 
 def top2_margin(logits: np.ndarray) -> np.ndarray:
@@ -198,8 +227,8 @@ def disagreement_text(result: dict[str, Any]) -> str:
 
 
 def passes(result: dict[str, Any], min_agreement: float, min_cosine: float | None = None) -> bool:
-    """Whether an :func:`agreement` result meets the thresholds."""
-    if result["top1_agreement"] < min_agreement:
+    """Whether an :func:`agreement` result meets the thresholds (agreement: :func:`gate_measure`)."""
+    if result[gate_measure(result)[0]] < min_agreement:
         return False
     return min_cosine is None or result["cosine_min"] >= min_cosine
 
@@ -207,11 +236,12 @@ def passes(result: dict[str, Any], min_agreement: float, min_cosine: float | Non
 def check_agreement(result: dict[str, Any], min_agreement: float, min_cosine: float | None = None,
                     what: str = "the reduced-precision engine") -> None:
     """Raise :class:`AgreementError` when ``result`` is below the thresholds."""
-    if result["top1_agreement"] < min_agreement:
+    key, words = gate_measure(result)
+    if result[key] < min_agreement:
         raise AgreementError(
-            f"{what} agrees with FP32 on {result['top1_agreement']:.1%} of {result['num_predictions']} "
-            f"held-out predictions{_interval_text(result)}, below --min-agreement {min_agreement:.1%} "
-            f"(descriptor cosine mean {result['cosine_mean']:.4f}, min {result['cosine_min']:.4f})"
+            f"{what}: {words} with FP32 is {result[key]:.1%} of {result['num_predictions']} "
+            f"held-out predictions{_interval_text(result, key)}, below --min-agreement {min_agreement:.1%} "
+            f"({class_text(result)}descriptor cosine mean {result['cosine_mean']:.4f}, min {result['cosine_min']:.4f})"
             f"{disagreement_text(result)}")
     if min_cosine is not None and result["cosine_min"] < min_cosine:
         raise AgreementError(
@@ -219,6 +249,13 @@ def check_agreement(result: dict[str, Any], min_agreement: float, min_cosine: fl
             f"--min-cosine {min_cosine:.4f} (top-1 agreement {result['top1_agreement']:.1%})")
 
 
-def _interval_text(result: dict[str, Any]) -> str:
-    ci = result.get("top1_agreement_ci95")
+def _interval_text(result: dict[str, Any], key: str = "top1_agreement") -> str:
+    ci = result.get(f"{key}_ci95")
     return f" (95% interval {ci[0]:.1%}-{ci[1]:.1%})" if ci else ""
+
+
+def class_text(result: dict[str, Any]) -> str:
+    """'classes alone 97.7%, ' when the gate decided on the decisions, else ''."""
+    if gate_measure(result)[0] == "top1_agreement":
+        return ""
+    return f"classes alone {result['top1_agreement']:.1%}, "

@@ -5,7 +5,10 @@ Typical use::
     from gcf_trt.runtime import StreamingClassifier
     with StreamingClassifier("engines/") as clf:
         for prediction in clf.run("rtsp://camera/stream"):
-            print(prediction.label, prediction.score)
+            print(prediction.action or "no action", prediction.label, prediction.score)
+
+``prediction.action`` is the decision: the class when a clip of the ring shows an action (its
+gate >= ``gcf_trt.spec.ACTION_GATE``), None when none does (``label`` is then the head's guess).
 """
 # Lazy exports (PEP 562): `from gcf_trt.runtime import StreamingClassifier` imports only what that
 # needs, so a camera app's cold start does not pay for sinks, the live server or multi-stream code.

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import EngineError, FrameError, InputError
 from ..preprocess import Preprocessor, as_bgr
-from ..spec import HEAD_INPUTS, HEAD_OUTPUTS, ModelSpec
+from ..spec import ACTION_GATE, HEAD_INPUTS, HEAD_OUTPUTS, ModelSpec
 from .ring import ClipInfo, DescriptorRing
 
 
@@ -56,6 +56,9 @@ class Prediction:
 
     Attributes:
         label, score: the top class and its softmax probability.
+        action: the decision: ``label`` when a clip of the ring shows an action (a gate >=
+            :data:`~gcf_trt.spec.ACTION_GATE`), else None ("no action": the class is then the
+            head's guess at a ring with nothing relevant in it).
         top_k: ``[(label, probability), ...]``, best first.
         logits: ``float32 [C]`` raw head logits.
         gates: the valid ring slots, oldest first, each with its clip's frame range.
@@ -84,6 +87,16 @@ class Prediction:
     source: str | None = None
 
     @property
+    def action_in_view(self) -> bool:
+        """Whether a clip of the ring shows an action (its gate >= :data:`~gcf_trt.spec.ACTION_GATE`)."""
+        return any(g.gate >= ACTION_GATE for g in self.gates)
+
+    @property
+    def action(self) -> str | None:
+        """``label`` when an action is in view, else None (see the class docstring)."""
+        return self.label if self.action_in_view else None
+
+    @property
     def gate_values(self) -> np.ndarray:
         """The valid gates as ``float32 [ring_fill]``, oldest first."""
         return np.asarray([g.gate for g in self.gates], np.float32)
@@ -93,6 +106,7 @@ class Prediction:
         return {
             "clip_index": self.clip_index,
             "frame_range": list(self.frame_range),
+            "action": self.action,
             "label": self.label,
             "score": round(float(self.score), 6),
             "top_k": [[name, round(float(p), 6)] for name, p in self.top_k],

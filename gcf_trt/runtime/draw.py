@@ -3,7 +3,8 @@
 The gate bar has one cell per ring slot (oldest left, newest right); each cell's filled height
 is the clip's gate in [0, 1]; clips kept by the head's clip selection are green, the others
 grey, empty slots are just outlined.  So a glance shows which of the last N clips the
-prediction rests on.
+prediction rests on.  The label is the decision (:attr:`Prediction.action`): "no action" and
+the class guessed, in brackets, when no clip of the ring reaches the action gate.
 """
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ UNSELECTED = (150, 150, 150)
 OUTLINE = (230, 230, 230)
 TEXT = (255, 255, 255)
 SHADOW = (0, 0, 0)
+IDLE = (200, 200, 200)      # "no action" on the timeline's prediction strip
+NO_ACTION = "no action"
 
+
+def decision_text(prediction: Prediction) -> str:
+    """'grow 0.91', or 'no action (grow 0.31)' when no clip of the ring reaches the action gate."""
+    guess = f"{prediction.label} {prediction.score:.2f}"
+    return guess if prediction.action is not None else f"{NO_ACTION} ({guess})"
 
 def draw_prediction(frame: np.ndarray, prediction: Prediction | None, ring_size: int | None = None,
                     *, copy: bool = True) -> np.ndarray:
@@ -37,7 +45,7 @@ def draw_prediction(frame: np.ndarray, prediction: Prediction | None, ring_size:
     if prediction is None:
         _text(canvas, "waiting for first clip...", (margin, margin + int(20 * scale)), scale, thickness)
         return canvas
-    text = f"{prediction.label} {prediction.score:.2f}"
+    text = decision_text(prediction)
     _text(canvas, text, (margin, margin + int(20 * scale)), scale, thickness)
 
     slots = max(ring_size or 0, len(prediction.gates), 1)
@@ -126,19 +134,20 @@ def draw_gate_timeline(predictions: list[Prediction], segments: list, num_frames
             title += f", truth {truth[2]}"
         cv2.putText(canvas, title, (left, 25), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
         # predicted label after each clip, as coloured cells on a strip
-        labels = sorted({p.label for p in predictions})
+        labels = sorted({p.action or NO_ACTION for p in predictions})
         palette = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
                    (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
         prev = 0
         for p in predictions:
             end = p.gates[-1].frame_range[1] + 1 if p.gates else prev
-            colour = palette[labels.index(p.label) % len(palette)]
+            name = p.action or NO_ACTION
+            colour = IDLE if name == NO_ACTION else palette[labels.index(name) % len(palette)]
             cv2.rectangle(canvas, (x(prev), strip_top), (x(end), strip_top + 24), colour, -1)
             prev = end
         cv2.putText(canvas, "prediction", (4, strip_top + 17), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         lx = left
         for i, label in enumerate(labels):
-            colour = palette[i % len(palette)]
+            colour = IDLE if label == NO_ACTION else palette[i % len(palette)]
             cv2.rectangle(canvas, (lx, strip_top + 34), (lx + 14, strip_top + 48), colour, -1)
             cv2.putText(canvas, label, (lx + 18, strip_top + 46), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
             lx += 30 + 9 * len(label)
@@ -166,7 +175,7 @@ def annotate_frames(frames: list[np.ndarray], per_frame: list[Prediction | None]
         big = cv2.resize(frame, (frame.shape[1] * scale, frame.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
         w = big.shape[1]
         panel = np.zeros((70, w, 3), np.uint8)
-        text = f"frame {i}" + (f"  {pred.label} {pred.score:.2f}" if pred else "  (filling first clip)")
+        text = f"frame {i}" + (f"  {decision_text(pred)}" if pred else "  (filling first clip)")
         cv2.putText(panel, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
         if truth is not None:
             inside = truth[0] <= i <= truth[1]

@@ -14,6 +14,7 @@ masked, see :func:`gcf_trt.runtime.uris.redact`) - never a credential.
 ``gcf_gaps_total``, ``gcf_reconnects_total``  outages of a live source, reconnects
 ``gcf_segments_total``                      completed action segments
 ``gcf_fps``                                 frames per second over the last ~64 frames
+``gcf_action_in_view``                      1 while the latest prediction shows an action, else 0
 ``gcf_latency_seconds{stage}``              histogram per stage: preprocess, queue, backbone, head, total
 ``gcf_live_frames_sent_total``              JPEG frames sent to web viewers
 =========================================  ==========================================
@@ -86,6 +87,11 @@ class Metrics(Sink):
         for h in healths:
             fps.add_metric([str(h["stream"]), h["source"]], float(h["fps"]))
         yield fps
+        in_view = gauge("gcf_action_in_view", "1 while the latest prediction's ring shows an action "
+                        "(a clip's gate >= the action gate), else 0", labels=["stream", "source"])
+        for h in healths:
+            in_view.add_metric([str(h["stream"]), h["source"]], 1.0 if h["action"] else 0.0)
+        yield in_view
         if extra:
             sent = counter("gcf_live_frames_sent", "JPEG frames sent to web viewers", labels=["stream", "source"])
             for h in healths:

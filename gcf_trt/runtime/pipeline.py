@@ -240,6 +240,7 @@ class LiveRun:
                 "latency_ms": round(float(latest.latency_ms.get("total", 0.0)), 2) if latest is not None else None,
                 "dropped_frames": stats.frames_dropped, "bad_frames": run.bad_frames + stats.frames_corrupt,
                 "gaps": stats.gaps, "reconnects": stats.reconnects, "segments": len(run.segments),
+                "action": latest.action if latest is not None else None,
                 "label": latest.label if latest is not None else None,
                 "score": round(float(latest.score), 4) if latest is not None else None,
                 "live": run.info.live}

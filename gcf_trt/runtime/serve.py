@@ -108,7 +108,8 @@ class _StreamView:
 
 def _compact(event: "PredictionEvent") -> dict[str, Any]:
     r = event.record
-    return {"stream": event.stream, "clip_index": r["clip_index"], "label": r["label"], "score": r["score"],
+    return {"stream": event.stream, "clip_index": r["clip_index"], "action": r["action"], "label": r["label"],
+            "score": r["score"],
             "top_k": r["top_k"], "frame_range": r["frame_range"], "stream_time_s": r.get("stream_time_s"),
             "wall_time": r.get("wall_time"), "latency_ms": r["latency_ms"],
             "gates": [{"clip_index": g["clip_index"], "gate": g["gate"], "selected": g["selected"]} for g in r["gates"]]}
@@ -222,7 +223,8 @@ class LiveServer(Sink):
                 p = view.latest
                 streams.append({**run.health(i), "ring_size": run.spec.ring_size,
                                 "prediction": None if p is None else {
-                                    "clip_index": p.clip_index, "label": p.label, "score": round(float(p.score), 4),
+                                    "clip_index": p.clip_index, "action": p.action, "label": p.label,
+                                    "score": round(float(p.score), 4),
                                     "gates": [{"clip_index": g.clip_index, "gate": round(float(g.gate), 4),
                                                "selected": g.selected} for g in p.gates]},
                                 "segments": list(view.segments)})
@@ -417,7 +419,7 @@ body{font-family:system-ui,sans-serif;margin:16px;background:#111;color:#eee}
 h1{font-size:18px;margin:0 0 12px} .grid{display:flex;flex-wrap:wrap;gap:16px}
 .card{background:#1c1c1c;border-radius:8px;padding:12px;width:480px}
 .card img{width:100%;background:#000;border-radius:4px;min-height:120px}
-.label{font-size:22px;font-weight:600;margin:8px 0 2px} .score{color:#9c9}
+.label{font-size:22px;font-weight:600;margin:8px 0 2px} .score{color:#9c9} .label.idle{color:#888} .label.idle .score{color:#888;font-weight:400}
 .src{color:#999;font-size:12px;word-break:break-all} .health{font-size:12px;color:#bbb;margin-top:6px}
 canvas{width:100%;background:#000;border-radius:4px;margin-top:6px} .seg{font-size:12px;color:#cdf}
 .status{font-size:12px;color:#888}
@@ -464,8 +466,12 @@ function drawTimeline(c) {
 }
 function onPrediction(p) {
   const c = cards[p.stream]; if (!c) return;
-  c.label.innerHTML = ""; c.label.append(p.label + " ");
-  const sc = document.createElement("span"); sc.className = "score"; sc.textContent = p.score.toFixed(2); c.label.appendChild(sc);
+  // "no action" when no clip of the ring reaches the action gate; the class is then only a guess.
+  const idle = p.action === null;
+  c.label.innerHTML = ""; c.label.append((idle ? "no action" : p.label) + " ");
+  const sc = document.createElement("span"); sc.className = "score";
+  sc.textContent = idle ? "(" + p.label + " " + p.score.toFixed(2) + ")" : p.score.toFixed(2); c.label.appendChild(sc);
+  c.label.classList.toggle("idle", idle); c.label.dataset.action = idle ? "" : p.action;
   c.label.dataset.clip = String(p.clip_index); c.label.dataset.updates = String(Number(c.label.dataset.updates) + 1);
   drawRing(c, p.gates);
   const newest = p.gates[p.gates.length - 1];

@@ -329,3 +329,40 @@ def test_agreement_counts_the_disagreements_on_rings_without_a_relevant_clip():
     with pytest.raises(AgreementError, match=r"near-ties of FP32 itself .*, 1 of the 2 on rings where no FP32 gate "
                                              r"reaches 0.5 \(no action in view, 50\.0% of the predictions\)"):
         A.check_agreement(res, 0.99)
+
+
+def test_the_gate_decides_on_the_decision_each_side_makes_with_its_own_gates():
+    """A prediction decides the class, or "no action" when no clip's gate reaches ACTION_GATE
+    (Prediction.action).  The gate compares those decisions, each from its own side's gates: a
+    class that flips where neither side sees an action is no disagreement of decisions, a gate
+    that falls under the threshold is one, even with the class unchanged."""
+    clips = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1, 1) * np.ones((4, 3, 1, 2, 2), np.float32)
+    # descriptor = [logit 0, logit 1, gate of the newest clip]
+    ref_desc = np.array([[2.0, 0.0, 0.9], [0.1, 0.0, 0.1], [0.1, 0.0, 0.2], [3.0, 0.0, 0.8]], np.float32)
+    flips_idle = ref_desc.copy()
+    flips_idle[1, :2] = [0.0, 0.1]  # class flips on a ring with no action in view on either side
+    ref = lambda x: ref_desc[x[:, 0, 0, 0, 0].astype(int)]  # noqa: E731
+    test = lambda x: flips_idle[x[:, 0, 0, 0, 0].astype(int)]  # noqa: E731
+
+    def head(desc, mask):
+        gates = np.zeros(mask.shape, np.float32)
+        gates[:, -1] = desc[:, -1, 2]
+        return desc[:, -1, :2], gates
+
+    res = A.agreement(ref, test, clips, head, ring_size=4)
+    assert res["top1_agreement"] == 0.75 and res["decision_agreement"] == 1.0
+    assert res["num_decision_disagreements"] == 0 and res["decision_agreement_ci95"][1] == 1.0
+    assert A.gate_measure(res)[0] == "decision_agreement" and A.passes(res, 0.99)
+    A.check_agreement(res, 0.99)  # passes: the decisions all agree
+
+    gate_drops = ref_desc.copy()
+    gate_drops[3, 2] = 0.4  # same class, but this side no longer sees the action
+    test = lambda x: gate_drops[x[:, 0, 0, 0, 0].astype(int)]  # noqa: E731
+    res = A.agreement(ref, test, clips, head, ring_size=4)
+    assert res["top1_agreement"] == 1.0 and res["decision_agreement"] == 0.75
+    assert not A.passes(res, 0.99)
+    with pytest.raises(AgreementError, match=r"decision agreement \(class or no action\) with FP32 is 75\.0% of 4 "
+                                             r".*classes alone 100\.0%"):
+        A.check_agreement(res, 0.99)
+    np.testing.assert_array_equal(A.decisions(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([0.5, 0.49])),
+                                  [1, A.NO_ACTION])

@@ -80,3 +80,19 @@ def test_annotated_frames_are_scaled_with_a_strip_of_truth_segments_and_a_cursor
     assert colour_mask(strip[7:], DETECTED)[:, 32:].all()                # segment: frames 4-7, right half
     cursor = [np.flatnonzero(colour_mask(o[-14:], (255, 255, 255)).all(axis=0)) for o in out]
     assert [c.tolist() for c in cursor] == [[i * 8] for i in range(8)]
+
+
+def test_the_label_says_no_action_when_no_gate_reaches_the_action_gate():
+    """The decision (Prediction.action) is the class when a clip's gate reaches ACTION_GATE (0.5),
+    else None; the overlay then says "no action" with the class guessed in brackets, and the
+    timeline's prediction strip draws those predictions in the "no action" grey."""
+    from gcf_trt.runtime.draw import IDLE, decision_text
+    idle, seen = prediction([(0.49, True), (0.2, False)]), prediction([(0.2, False), (0.5, True)])
+    assert idle.action is None and not idle.action_in_view and idle.to_dict()["action"] is None
+    assert seen.action == "wave" and seen.to_dict()["action"] == "wave"
+    assert decision_text(idle) == "no action (wave 0.90)" and decision_text(seen) == "wave 0.90"
+    frame = np.zeros((240, 320, 3), np.uint8)
+    assert not np.array_equal(draw_prediction(frame, idle), draw_prediction(frame, seen))  # the text differs
+    idle_ink = colour_mask(draw_gate_timeline([idle], [], 16), IDLE).sum()
+    seen_ink = colour_mask(draw_gate_timeline([seen], [], 16), IDLE).sum()  # anti-aliased text may hit it
+    assert idle_ink > seen_ink + 10000  # the strip's cell: 24 px high, the width of the video

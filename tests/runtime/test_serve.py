@@ -67,7 +67,9 @@ def browser(tmp_path):
 
 def test_live_page_in_headless_chromium(demo_engines_fp32, tmp_path, browser):
     from gcf_trt.data import plan_video, render_video, write_video
-    video = write_video(tmp_path / "action.mp4", render_video(plan_video(7, 0)))
+    # The action, then an empty scene: 200 still frames, long enough for rings without an action.
+    frames = list(render_video(plan_video(7, 0)))
+    video = write_video(tmp_path / "action.mp4", frames + [frames[0]] * 200)
     camera = RtspServer().start()
     camera_url = f"rtsp://viewer:s3cret@127.0.0.1:{camera.port}/live"
     proc = GcfRun(str(video), camera_url, "--engines", str(demo_engines_fp32), "--loop", "--transport", "tcp",
@@ -95,8 +97,17 @@ def test_live_page_in_headless_chromium(demo_engines_fp32, tmp_path, browser):
         assert wait_for(lambda: int(browser.execute_script(js, "label-0", "clip")) > clip0, 20)
         assert wait_for(lambda: int(browser.execute_script(js, "timeline-0", "points")) > points0, 20)
         assert wait_for(lambda: int(browser.execute_script(js, "segments-0", "count") or 0) >= 1, 30)
-        label = browser.find_element("id", "label-0").text
-        assert re.fullmatch(r"\S+ \d\.\d\d", label), label
+        # The label says the decision: the class, or "no action" (and the class guessed) when no
+        # clip of the ring reaches the action gate.  Both are seen on this video (the still part).
+        shown = set()
+
+        def decision_shown() -> bool:
+            label, action = browser.find_element("id", "label-0").text, browser.execute_script(js, "label-0", "action")
+            pattern = r"no action \(\S+ \d\.\d\d\)" if action == "" else re.escape(action) + r" \d\.\d\d"
+            assert re.fullmatch(pattern, label), (label, action)
+            shown.add(action == "")
+            return shown == {True, False}
+        assert wait_for(decision_shown, 60), shown
         ring_ink = browser.execute_script(
             "const c = document.getElementById('ring-0'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
             "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i + 1]; return s;")
@@ -110,6 +121,8 @@ def test_live_page_in_headless_chromium(demo_engines_fp32, tmp_path, browser):
             for stage in ("preprocess", "queue", "backbone", "head", "total"):
                 assert metric(second, "gcf_latency_seconds_count", stream=stream, stage=stage) > 0
         assert metric(second, "gcf_reconnects_total", stream="1") == 0
+        for stream in ("0", "1"):
+            assert metric(second, "gcf_action_in_view", stream=stream) in (0.0, 1.0)
         health = json.loads(fetch(url + "healthz"))
         assert health["status"] == "ok" and [s["stream"] for s in health["streams"]] == [0, 1]
         # No credential on the page, in the state, in the metrics or in the events.

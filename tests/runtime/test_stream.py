@@ -196,6 +196,8 @@ def test_prediction_fields_and_json(calibrated_engines, long_frames):
     assert data["clip_index"] == 1 and data["frame_range"] == [0, 7]
     assert [g["frame_range"] for g in data["gates"]] == [[0, 3], [4, 7]]
     assert any(g["selected"] for g in data["gates"])
+    in_view = max(g["gate"] for g in data["gates"]) >= 0.5
+    assert data["action"] == (pred.label if in_view else None) == pred.action
 
 
 def test_gap_discards_the_partial_clip(calibrated_engines, long_frames):

@@ -27,8 +27,8 @@ BACKBONE_INPUTS, BACKBONE_OUTPUTS = (BACKBONE_INPUT,), (BACKBONE_OUTPUT,)
 # A clip whose gate reaches this shows the action: the head's gates are trained towards 1 on
 # the action's clips and 0 elsewhere.  A ring none of whose clips reaches it holds no action,
 # and a prediction says so (``Prediction.action`` is None); the segment detector
-# (gcf_trt.segments) opens a segment at the same value, and the agreement gate compares these
-# decisions (docs/INT8.md, "The decision").
+# (gcf_trt.segments) opens a segment at the same value, and the agreement gate reports how often
+# INT8 and FP32 decide alike (docs/INT8.md, "The decision").
 ACTION_GATE = 0.5
 
 

@@ -44,8 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="held-out predictions the agreement gate decides on, from --calib videos that are "
                         "not calibrated on (256; fewer resolve the agreement less precisely)")
     p.add_argument("--min-agreement", type=float, default=None,
-                   help="minimum agreement with FP32 of the held-out predictions' decisions (the class, or no "
-                        "action when no clip's gate reaches 0.5), a fraction (0.99)")
+                   help="minimum top-1 agreement with FP32 on held-out predictions, a fraction (0.99)")
     p.add_argument("--min-cosine", type=float, default=None,
                    help="also require this minimum descriptor cosine with FP32 (per clip), a fraction")
 

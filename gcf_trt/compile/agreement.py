@@ -2,12 +2,12 @@
 
 Both backbones run over held-out clip sequences (one per video); their descriptors fill the
 rings a stream would present and the same FP32 head classifies each ring.  The result carries
-the agreement of the decisions (what a prediction says: the class, or "no action" when no clip
-of the ring reaches :data:`~gcf_trt.spec.ACTION_GATE`, :attr:`Prediction.action
-<gcf_trt.runtime.core.Prediction.action>`) and of the classes alone, each with its 95% Wilson
-interval, and descriptor cosines.  The gate decides on the decisions when the head gives gates.
-numpy only (any backend or function can be compared).  Why the gate decides on >= 256
-predictions, and on the decision: docs/INT8.md.
+top-1 (class) agreement with its 95% Wilson interval, and the agreement of the decisions (the
+class, or "no action" when no clip of the ring reaches :data:`~gcf_trt.spec.ACTION_GATE`:
+:attr:`Prediction.action <gcf_trt.runtime.core.Prediction.action>`), and descriptor cosines.
+The gate decides on the classes; the decisions are reported beside them (docs/INT8.md, "The
+decision": a gate near 0.5 flips the decision as a near-tie flips the class).  numpy only (any
+backend or function can be compared).  Why the gate decides on >= 256 predictions: docs/INT8.md.
 """
 from __future__ import annotations
 
@@ -186,14 +186,6 @@ def decisions(logits: np.ndarray, top_gates: np.ndarray, action_gate: float = AC
     return np.where(np.asarray(top_gates) >= action_gate, np.asarray(logits).argmax(1), NO_ACTION)
 
 
-def gate_measure(result: dict[str, Any]) -> tuple[str, str]:
-    """``(key, words)`` of the figure the gate decides on: the decisions when the result has them
-    (the head gives gates), else the classes."""
-    if "decision_agreement" in result:
-        return "decision_agreement", "decision agreement (class or no action)"
-    return "top1_agreement", "top-1 agreement"
-
-
 def top2_margin(logits: np.ndarray) -> np.ndarray:
     """Softmax probability of the top class minus the runner-up's, per row."""
     z = logits - logits.max(1, keepdims=True)
@@ -227,8 +219,8 @@ def disagreement_text(result: dict[str, Any]) -> str:
 
 
 def passes(result: dict[str, Any], min_agreement: float, min_cosine: float | None = None) -> bool:
-    """Whether an :func:`agreement` result meets the thresholds (agreement: :func:`gate_measure`)."""
-    if result[gate_measure(result)[0]] < min_agreement:
+    """Whether an :func:`agreement` result meets the thresholds (top-1 agreement, cosine)."""
+    if result["top1_agreement"] < min_agreement:
         return False
     return min_cosine is None or result["cosine_min"] >= min_cosine
 
@@ -236,13 +228,12 @@ def passes(result: dict[str, Any], min_agreement: float, min_cosine: float | Non
 def check_agreement(result: dict[str, Any], min_agreement: float, min_cosine: float | None = None,
                     what: str = "the reduced-precision engine") -> None:
     """Raise :class:`AgreementError` when ``result`` is below the thresholds."""
-    key, words = gate_measure(result)
-    if result[key] < min_agreement:
+    if result["top1_agreement"] < min_agreement:
         raise AgreementError(
-            f"{what}: {words} with FP32 is {result[key]:.1%} of {result['num_predictions']} "
-            f"held-out predictions{_interval_text(result, key)}, below --min-agreement {min_agreement:.1%} "
-            f"({class_text(result)}descriptor cosine mean {result['cosine_mean']:.4f}, min {result['cosine_min']:.4f})"
-            f"{disagreement_text(result)}")
+            f"{what} agrees with FP32 on {result['top1_agreement']:.1%} of {result['num_predictions']} "
+            f"held-out predictions{_interval_text(result)}, below --min-agreement {min_agreement:.1%} "
+            f"({decision_text(result)}descriptor cosine mean {result['cosine_mean']:.4f}, "
+            f"min {result['cosine_min']:.4f}){disagreement_text(result)}")
     if min_cosine is not None and result["cosine_min"] < min_cosine:
         raise AgreementError(
             f"{what}: minimum descriptor cosine with FP32 is {result['cosine_min']:.4f}, below "
@@ -254,8 +245,8 @@ def _interval_text(result: dict[str, Any], key: str = "top1_agreement") -> str:
     return f" (95% interval {ci[0]:.1%}-{ci[1]:.1%})" if ci else ""
 
 
-def class_text(result: dict[str, Any]) -> str:
-    """'classes alone 97.7%, ' when the gate decided on the decisions, else ''."""
-    if gate_measure(result)[0] == "top1_agreement":
+def decision_text(result: dict[str, Any]) -> str:
+    """'decisions (class or no action) 97.3%, ' when the result has them (the head gives gates), else ''."""
+    if "decision_agreement" not in result:
         return ""
-    return f"classes alone {result['top1_agreement']:.1%}, "
+    return f"decisions (class or no action) {result['decision_agreement']:.1%}, "

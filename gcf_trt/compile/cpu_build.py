@@ -322,15 +322,14 @@ def fastest_passing(cands: list[_Candidate]) -> tuple[_Candidate, str]:
 
 
 def _gate_failure(candidate: dict[str, Any]) -> str:
-    """' (failed gate: 98.1% decision agreement (class or no action), 95% interval ..., classes
-    alone 97.3%, of 487 predictions; ...)' for the summary."""
-    from .agreement import class_text, disagreement_text, gate_measure
+    """' (failed gate: 97.3% top-1 agreement, 95% interval ..., decisions (class or no action)
+    98.1%, of 487 predictions; ...)' for the summary."""
+    from .agreement import decision_text, disagreement_text
     agr = candidate["agreement"]
-    key, words = gate_measure(agr)
-    ci = agr.get(f"{key}_ci95")
-    return (f" (failed gate: {agr[key]:.1%} {words}"
+    ci = agr.get("top1_agreement_ci95")
+    return (f" (failed gate: {agr['top1_agreement']:.1%} top-1 agreement"
             + (f", 95% interval {ci[0]:.1%}-{ci[1]:.1%}" if ci else "")
-            + f", {class_text(agr)}of {agr['num_predictions']} predictions{disagreement_text(agr)})")
+            + f", {decision_text(agr)}of {agr['num_predictions']} predictions{disagreement_text(agr)})")
 
 
 def _summary(out: Path, manifest: dict[str, Any], chosen: _Candidate, selection: dict[str, Any],
@@ -356,16 +355,15 @@ def _summary(out: Path, manifest: dict[str, Any], chosen: _Candidate, selection:
     else:
         lines.append(f"engine {chosen.name}: {selection['why']}")
     if agreement_rec:
-        from .agreement import class_text, gate_measure
-        key, words = gate_measure(agreement_rec)
-        ci = agreement_rec.get(f"{key}_ci95")
+        from .agreement import decision_text
+        ci = agreement_rec.get("top1_agreement_ci95")
         data = agreement_rec.get("data", "clips")
         if data == HELD_OUT_DATA and "num_sequences" in agreement_rec:  # "256 clips of 21 held-out videos"
             data = f"clips of {agreement_rec['num_sequences']} {data}"
         lines.append(f"agreement with FP32 on {agreement_rec['num_clips']} {data}: "
-                     f"{words} {agreement_rec[key]:.1%} of {agreement_rec['num_predictions']} "
+                     f"top-1 {agreement_rec['top1_agreement']:.1%} of {agreement_rec['num_predictions']} "
                      + (f"predictions (95% interval {ci[0]:.1%}-{ci[1]:.1%}), " if ci else "predictions, ")
-                     + class_text(agreement_rec)
+                     + decision_text(agreement_rec)
                      + f"descriptor cosine mean {agreement_rec['cosine_mean']:.4f} "
                      f"(min {agreement_rec['cosine_min']:.4f})")
     if calibration:

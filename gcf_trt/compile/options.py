@@ -58,7 +58,7 @@ class CalibrationOptions:
 class GateOptions:
     """A reduced-precision engine must agree with FP32 on held-out predictions."""
 
-    min_agreement: float = 0.99       # --min-agreement: decision agreement (agreement.gate_measure), a fraction
+    min_agreement: float = 0.99       # --min-agreement: top-1 agreement, a fraction
     min_cosine: float | None = None   # --min-cosine: per-clip descriptor cosine, optional
 
     def validate(self) -> "GateOptions":

@@ -1,4 +1,4 @@
-"""INT8 (and BF16) against FP32 on a *trained* model: top-1 agreement of the stream's predictions.
+"""INT8 (and BF16) against FP32 on a *trained* model: agreement of the stream's decisions and classes.
 
 The model is ``--checkpoint`` when given (then the speed figures and these come from the same
 model and its builds are reused), else the bundled trained ``gcf_trt/assets/demo.pt``.  Clips

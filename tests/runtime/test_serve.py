@@ -102,7 +102,9 @@ def test_live_page_in_headless_chromium(demo_engines_fp32, tmp_path, browser):
         shown = set()
 
         def decision_shown() -> bool:
-            label, action = browser.find_element("id", "label-0").text, browser.execute_script(js, "label-0", "action")
+            # One script reads both, so no prediction lands between the text and the attribute.
+            label, action = browser.execute_script(
+                "const e = document.getElementById('label-0'); return [e.innerText, e.dataset.action];")
             pattern = r"no action \(\S+ \d\.\d\d\)" if action == "" else re.escape(action) + r" \d\.\d\d"
             assert re.fullmatch(pattern, label), (label, action)
             shown.add(action == "")

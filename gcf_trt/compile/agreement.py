@@ -240,8 +240,8 @@ def check_agreement(result: dict[str, Any], min_agreement: float, min_cosine: fl
             f"--min-cosine {min_cosine:.4f} (top-1 agreement {result['top1_agreement']:.1%})")
 
 
-def _interval_text(result: dict[str, Any], key: str = "top1_agreement") -> str:
-    ci = result.get(f"{key}_ci95")
+def _interval_text(result: dict[str, Any]) -> str:
+    ci = result.get("top1_agreement_ci95")
     return f" (95% interval {ci[0]:.1%}-{ci[1]:.1%})" if ci else ""
 
 

@@ -27,6 +27,7 @@ def decision_text(prediction: Prediction) -> str:
     guess = f"{prediction.label} {prediction.score:.2f}"
     return guess if prediction.action is not None else f"{NO_ACTION} ({guess})"
 
+
 def draw_prediction(frame: np.ndarray, prediction: Prediction | None, ring_size: int | None = None,
                     *, copy: bool = True) -> np.ndarray:
     """Draw ``prediction`` on a BGR uint8 frame and return it.

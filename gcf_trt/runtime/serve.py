@@ -109,8 +109,7 @@ class _StreamView:
 def _compact(event: "PredictionEvent") -> dict[str, Any]:
     r = event.record
     return {"stream": event.stream, "clip_index": r["clip_index"], "action": r["action"], "label": r["label"],
-            "score": r["score"],
-            "top_k": r["top_k"], "frame_range": r["frame_range"], "stream_time_s": r.get("stream_time_s"),
+            "score": r["score"], "top_k": r["top_k"], "frame_range": r["frame_range"], "stream_time_s": r.get("stream_time_s"),
             "wall_time": r.get("wall_time"), "latency_ms": r["latency_ms"],
             "gates": [{"clip_index": g["clip_index"], "gate": g["gate"], "selected": g["selected"]} for g in r["gates"]]}
 

@@ -7,7 +7,8 @@ against FP32 (the same FP32 head).  Behind docs/INT8.md ("Why PTQ and QAT stop n
 With the evaluation set's ``labels.csv`` (action windows), the flips are also split by how many
 clips' worth of the action the ring holds (none: FP32 has nothing to recognise and guesses), and
 a what-if reports the agreement of a decision that abstains when the ring's largest gate is
-under a threshold (the product does not abstain today; docs/INT8.md).
+under a threshold tau (at tau = ACTION_GATE this is the product's ``Prediction.action``, which
+the build's gate reports as ``decision_agreement``; docs/INT8.md, "The decision").
 
     python benchmarks/int8_flips.py --checkpoint gcf_trt/assets/demo.pt --calib CAL_DIR --videos EVAL_DIR
 """

@@ -54,6 +54,10 @@ def main() -> None:
     ap.add_argument("--calib", required=True, help="calibration videos")
     ap.add_argument("--videos", required=True, help="evaluation videos (not the calibration ones)")
     ap.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime")
+    ap.add_argument("--weight-bits", choices=("auto", "7", "8"), default="auto",
+                    help="auto: the build's choice (7-bit on x86 without VNNI); 8 shows the saturation there")
+    ap.add_argument("--graph", choices=("cpu", "tensorrt"), default="cpu",
+                    help="tensorrt: TensorRT's graph (int8 symmetric activations, 8-bit weights, float biases) run here")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = load_checkpoint(args.checkpoint).eval()
@@ -63,13 +67,18 @@ def main() -> None:
         export_backbone(model, work / "backbone.onnx")
         calib = np.concatenate([clips_from_frames(read_video(p), spec)[0] for p in sorted(Path(args.calib).glob("*.mp4"))[:16]])
         calib = calib[np.random.default_rng(0).permutation(len(calib))[:64]]
-        quantize_int8(work / "backbone.onnx", work / "int8.onnx", calib)
+        if args.graph == "tensorrt" and args.weight_bits == "7":
+            raise SystemExit("TensorRT's graph has 8-bit weights")
+        done = quantize_int8(work / "backbone.onnx", work / "int8.onnx", calib, for_tensorrt=args.graph == "tensorrt",
+                             reduce_range=None if args.weight_bits == "auto" or args.graph == "tensorrt"
+                             else args.weight_bits == "7")
+        print(f"INT8 {args.graph} graph: {done['weight_bits']}-bit weights, {done['activations']} activations")
         int8 = int8_runner(work / "int8.onnx", args.runtime)
         try:
             windows = {r.path.name: (r.start, r.end) for r in read_labels(args.videos)}
         except InputError:  # a set without labels.csv: no split by action window
             windows = {}
-        rows = []
+        rows, cosines = [], []
         with torch.no_grad():
             for path in sorted(Path(args.videos).glob("*.mp4")):
                 clips, ranges = clips_from_frames(read_video(path), spec)
@@ -80,6 +89,7 @@ def main() -> None:
                           else np.full(len(clips), np.nan, np.float32))
                 fp32 = model.backbone(torch.from_numpy(clips)).numpy()
                 q = np.concatenate([int8(clips[i:i + 1]) for i in range(len(clips))])
+                cosines.extend((fp32 * q).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(q, axis=1) + 1e-12))
                 out = {}
                 for name, desc in (("fp32", fp32), ("int8", q)):
                     r, m = rings(desc, spec.ring_size)
@@ -97,6 +107,7 @@ def main() -> None:
         (np.array(c) for c in zip(*rows))
     flips = ~agree.astype(bool)
     print(f"{len(rows)} ring predictions, {args.runtime} INT8 top-1 agreement {agree.mean():.4f} ({int(flips.sum())} flips)")
+    print(f"descriptor cosine INT8 vs FP32: mean {np.mean(cosines):.4f}, min {np.min(cosines):.4f} ({len(cosines)} clips)")
     print(f"clip selection changed: {np.mean(~same_selection.astype(bool)):.3f} of all predictions, "
           f"{int((~same_selection.astype(bool))[flips].sum())} of the flips")
     print("flips by ring fill:", np.bincount(fill[flips], minlength=spec.ring_size + 1)[1:].tolist())

@@ -253,7 +253,10 @@ def main() -> None:
             pt = F.softmax(t_logits[i], 1)
             loss = loss + F.kl_div(F.log_softmax(lq, 1), pt, reduction="batchmean") \
                 + F.kl_div(F.log_softmax(lf, 1), pt, reduction="batchmean") \
-                + F.kl_div(F.log_softmax(lq, 1), F.softmax(lf, 1), reduction="batchmean")
+                + F.kl_div(F.log_softmax(lq, 1), F.log_softmax(lf, 1), reduction="batchmean", log_target=True)
+            # log_target: with the student's FP32 softmax as the target, a probability that
+            # underflows to 0 (a confident width-32 model) gives a finite loss and a NaN gradient
+            # (d/dt t log t = log t + 1), which is what made the width-32 run diverge.
             if args.margin > 0:  # the teacher's class ahead of the runner-up by a margin, on both paths
                 target = t_logits[i].argmax(1)
                 for logits in (lq, lf):
@@ -271,7 +274,10 @@ def main() -> None:
             continue
         opt.zero_grad()
         (loss / len(picks)).backward()
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        norm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        if not torch.isfinite(norm):  # a finite loss can still have a non-finite gradient
+            skipped += 1
+            continue
         opt.step()
         if step % args.recalibrate_every == 0:
             calibrate(student, calib)

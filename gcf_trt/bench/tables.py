@@ -167,15 +167,16 @@ def _roofline(roof: dict | None) -> list[str]:
     for kind in ("fp32", "bf16", "int8"):
         for src, val in p[kind].items():
             if "best_gflops" in val:
-                lines.append(f"| {kind} {src} | {val['best_gflops']:.0f} | {val['median_gflops']:.0f} |")
+                note = f" ({val['note']})" if val.get("note") else ""
+                lines.append(f"| {kind} {src}{note} | {val['best_gflops']:.0f} | {val['median_gflops']:.0f} |")
             else:
                 lines.append(f"| {kind} {src} | {val.get('unavailable')} | |")
     if roof.get("points"):
         lines += ["", "| backend | achieved GFLOP/s | ceiling class | fraction of measured peak |", "|---|---|---|---|"]
         for name, pt in roof["points"].items():
             frac = pt["fraction_of_peak"]
-            lines.append(f"| {name} | {pt['gflops']:.1f} | {pt['compute_class']} | "
-                         f"{'n/a' if frac is None else f'{frac:.0%}'} |")
+            shown = pt.get("ceiling_note") or ("n/a" if frac is None else f"{frac:.0%}")
+            lines.append(f"| {name} | {pt['gflops']:.1f} | {pt['compute_class']} | {shown} |")
     return lines
 
 

@@ -172,6 +172,20 @@ def ring_prefixes(desc: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack(rings), torch.stack(masks)
 
 
+def distillation_loss(student_int8: torch.Tensor, student_fp32: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student INT8) + KL(teacher || student FP32) + KL(student FP32 || student INT8),
+    from ring logits ``[R, C]``.
+
+    The targets are log-probabilities (``log_target``): with the student's FP32 softmax as a
+    probability target, a probability that underflows to 0 (a confident width-32 model) gives a
+    finite loss and a NaN gradient (d/dt t log t = log t + 1), which made the width-32 run diverge.
+    """
+    lq, lf, lt = (F.log_softmax(x, 1) for x in (student_int8, student_fp32, teacher))
+    return (F.kl_div(lq, lt, reduction="batchmean", log_target=True)
+            + F.kl_div(lf, lt, reduction="batchmean", log_target=True)
+            + F.kl_div(lq, lf, reduction="batchmean", log_target=True))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
@@ -250,13 +264,7 @@ def main() -> None:
             rings_q = ring_prefixes(student(videos[i], quant=True), spec.ring_size)
             rings_f = ring_prefixes(student(videos[i], quant=False), spec.ring_size)
             (lq, gq), (lf, gf) = head(*rings_q), head(*rings_f)
-            pt = F.softmax(t_logits[i], 1)
-            loss = loss + F.kl_div(F.log_softmax(lq, 1), pt, reduction="batchmean") \
-                + F.kl_div(F.log_softmax(lf, 1), pt, reduction="batchmean") \
-                + F.kl_div(F.log_softmax(lq, 1), F.log_softmax(lf, 1), reduction="batchmean", log_target=True)
-            # log_target: with the student's FP32 softmax as the target, a probability that
-            # underflows to 0 (a confident width-32 model) gives a finite loss and a NaN gradient
-            # (d/dt t log t = log t + 1), which is what made the width-32 run diverge.
+            loss = loss + distillation_loss(lq, lf, t_logits[i])
             if args.margin > 0:  # the teacher's class ahead of the runner-up by a margin, on both paths
                 target = t_logits[i].argmax(1)
                 for logits in (lq, lf):

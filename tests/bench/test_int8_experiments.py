@@ -80,3 +80,19 @@ def test_flips_count_the_action_each_ring_holds():
     overlap = np.array([0, 0, 0.25, 1, 1, 0.5, 0, 0, 0, 0], np.float32)
     got = _script("int8_flips").ring_action_clips(overlap, 3)
     np.testing.assert_allclose(got, [0, 0, 0.25, 1.25, 2.25, 2.5, 1.5, 0.5, 0, 0], atol=1e-6)
+
+
+def test_the_distillation_loss_keeps_finite_gradients_on_a_confident_model():
+    """A width-32 model's softmax underflows to 0 on some classes: the loss must still give a
+    finite gradient (the probability-target form gave a finite loss and NaN gradients)."""
+    qat = _qat_module()
+    teacher = torch.tensor([[300.0, 0.0, -50.0], [0.0, 2.0, 1.0]])
+    lq = torch.tensor([[250.0, 10.0, 0.0], [0.5, 1.5, 1.0]], requires_grad=True)
+    lf = torch.tensor([[280.0, -20.0, 0.0], [0.2, 1.8, 1.1]], requires_grad=True)
+    loss = qat.distillation_loss(lq, lf, teacher)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    assert torch.isfinite(lq.grad).all() and torch.isfinite(lf.grad).all()
+    assert lf.grad.abs().sum() > 0  # the FP32 path is trained too, not cut off
+    same = torch.tensor([[1.0, 2.0, 3.0]])
+    assert float(qat.distillation_loss(same, same, same)) < 1e-6

@@ -54,8 +54,8 @@ def main() -> None:
     ap.add_argument("--calib", required=True, help="calibration videos")
     ap.add_argument("--videos", required=True, help="evaluation videos (not the calibration ones)")
     ap.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime")
-    ap.add_argument("--weight-bits", choices=("auto", "7", "8"), default="auto",
-                    help="auto: the build's choice (7-bit on x86 without VNNI); 8 shows the saturation there")
+    ap.add_argument("--weight-bits", choices=("7", "8"), default="8",
+                    help="8: the build's graph; 7: reduce_range (the recipe without VNNI before 2026-12-04)")
     ap.add_argument("--graph", choices=("cpu", "tensorrt"), default="cpu",
                     help="tensorrt: TensorRT's graph (int8 symmetric activations, 8-bit weights, float biases) run here")
     args = ap.parse_args()
@@ -70,8 +70,7 @@ def main() -> None:
         if args.graph == "tensorrt" and args.weight_bits == "7":
             raise SystemExit("TensorRT's graph has 8-bit weights")
         done = quantize_int8(work / "backbone.onnx", work / "int8.onnx", calib, for_tensorrt=args.graph == "tensorrt",
-                             reduce_range=None if args.weight_bits == "auto" or args.graph == "tensorrt"
-                             else args.weight_bits == "7")
+                             reduce_range=args.weight_bits == "7")
         print(f"INT8 {args.graph} graph: {done['weight_bits']}-bit weights, {done['activations']} activations")
         int8 = int8_runner(work / "int8.onnx", args.runtime)
         try:

@@ -5,8 +5,7 @@ checkpoint; `gcf-trt build --precision int8` then quantizes it with the product'
 its gate decides.  The fake quantization mirrors the CPU graph that recipe writes
 (``gcf_trt.compile.precision.quantize_int8``): BN folded into the convs; uint8 asymmetric
 per-tensor activations at every tensor the Q/DQ graph quantizes (each conv output but the
-stem's first, each ReLU and residual Add output); int8 symmetric per-channel weights (7-bit on
-x86 without VNNI); ranges by MinMax over calibration clips, recomputed as the weights move.
+stem's first, each ReLU and residual Add output); int8 symmetric per-channel weights (8-bit); ranges by MinMax over calibration clips, recomputed as the weights move.
 
 Loss, on the rings a stream presents (each video's ring prefixes, then its sliding windows; the
 FP32 head frozen unless --head-lr): KL(teacher || student INT8) + KL(teacher || student FP32) +
@@ -31,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcf_trt.compile.model import Edge3D, load_checkpoint, save_checkpoint
-from gcf_trt.cpuinfo import int8_saturation_risk
 from gcf_trt.data import read_video
 from gcf_trt.preprocess import clips_from_frames
 
@@ -220,7 +218,7 @@ def main() -> None:
     with torch.no_grad():
         t_desc = [teacher.backbone(v) for v in videos]
         t_logits = [teacher.head(*ring_prefixes(d, spec.ring_size))[0] for d in t_desc]
-    qmax = 63 if int8_saturation_risk() else 127
+    qmax = 127  # the CPU graph's 8-bit weights (7-bit, qmax 63, before 2026-12-04 on CPUs without VNNI)
     student = QEdge3D(teacher.backbone, qmax)
     calib = torch.cat(videos)[torch.randperm(sum(len(v) for v in videos))[:64]]
     student(calib[:1], quant=False)  # creates the quantization points

@@ -2,18 +2,22 @@
 
 Why it matters: on x86 CPUs without VNNI (AVX2-only parts such as many AMD EPYC and older
 Xeons) the int8 dot product is ``vpmaddubsw``, which adds two u8*s8 products into a *saturating*
-int16.  With full 8-bit weights and activations that sum overflows and the convolution is
+int16.  When both products of a pair are large that sum overflows and the convolution is
 silently wrong (ONNX Runtime's quantization docs: "reduce_range ... for non-VNNI machines";
 NNCF's ``overflow_fix`` exists for the same reason).  VNNI (``vpdpbusd``, AVX512-VNNI,
 AVX-VNNI, AMX) accumulates in int32 and has no such limit; ARM's ``sdot`` neither.
 
-So an INT8 CPU graph built for a CPU without VNNI uses 7-bit weights (``reduce_range``), and
-an engine built with 8-bit weights refuses to run as INT8 where the CPU lacks VNNI.
+Measured on a real AVX2-only EPYC (docs/INT8.md): with signed activations it saturates (4 points
+of agreement lost); with the CPU graph's unsigned activations the 8-bit graph agrees exactly as
+on a VNNI CPU, and 7-bit weights only cost agreement.  So the build writes 8-bit weights
+everywhere and lets its gate, which runs this CPU's kernels, judge.  What this module guards is
+an INT8 engine gated on a VNNI CPU and then run on one without VNNI: its kernels were never
+measured there, so it refuses to load (:mod:`gcf_trt.runtime.engines`).
 
 ``ONEDNN_MAX_CPU_ISA`` (oneDNN, hence OpenVINO's CPU plugin) lowers the ISA the kernels use;
 when it names an ISA without VNNI we treat the CPU as one without VNNI, so that a test can
 imitate an AVX2-only CPU on a bigger one (checked: OpenVINO then reports ``isa:Intel AVX2``
-and an 8-bit-weight graph loses accuracy exactly as on an AVX2-only EPYC).
+and a signed-activation graph loses accuracy as on an AVX2-only EPYC).
 """
 from __future__ import annotations
 
@@ -60,7 +64,8 @@ def has_vnni() -> bool | None:
 
 
 def int8_saturation_risk() -> bool:
-    """Whether full 8-bit INT8 weights may overflow here (x86 without VNNI, or unknown x86)."""
+    """Whether int8 dot products here go through saturating int16 pairs (x86 without VNNI, or
+    unknown x86), so that INT8 results measured on a VNNI CPU do not carry over."""
     return is_x86() and not has_vnni()
 
 
@@ -73,7 +78,6 @@ def int8_capability() -> dict[str, object]:
         "vnni": vnni,
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "int8_dot_product": ("vnni (int32 accumulation)" if vnni else
-                             "vpmaddubsw (int16 saturation: 7-bit weights needed)" if risk else
+                             "vpmaddubsw (int16 pair sums: can saturate; gated on this CPU)" if risk else
                              "no x86 saturation issue (not x86)"),
-        "weight_bits": 7 if risk else 8,
     }

@@ -10,8 +10,12 @@ INT8 design (measurements in docs/INT8.md):
 
   - ``cpu`` (ONNX Runtime, OpenVINO): **unsigned asymmetric activations** (u8, ORT's U8S8, the
     x86 int8 kernels' native form: ReLU outputs use all 256 levels instead of 128) and INT32
-    biases (fused into QLinearConv).  On x86 CPUs without VNNI the weights are 7-bit
-    (``reduce_range``): without it ``vpmaddubsw`` saturates (:mod:`gcf_trt.cpuinfo`).
+    biases (fused into QLinearConv).  8-bit weights on every CPU, VNNI or not: on x86 without
+    VNNI the dot product is ``vpmaddubsw`` (:mod:`gcf_trt.cpuinfo`), which saturates with
+    *signed* activations (measured on an AVX2-only EPYC: TensorRT's s8 graph run there agrees
+    4 points less), but with u8 activations the same 8-bit graph agreed there exactly as on a VNNI
+    CPU, while 7-bit weights (``reduce_range``) cost 0.1-5.4 points (docs/INT8.md).  The gate
+    runs this CPU's own kernels, so a model that did saturate would be refused, not shipped.
   - ``tensorrt``: signed symmetric activations (zero point 0, TensorRT's only INT8 form) and
     **float biases** (``QuantizeBias=False``): TensorRT's ONNX parser accepts DequantizeLinear
     only on INT8/FP8/INT4 inputs, so an INT32 bias DQ is a parse error (NVIDIA/TensorRT#3360).
@@ -38,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from ..cpuinfo import int8_capability, int8_saturation_risk
+from ..cpuinfo import int8_capability
 from ..errors import CalibrationError, InputError
 from ..fsutil import atomic_file
 from .calibration import ClipDataReader
@@ -96,7 +100,7 @@ def set_precision_metadata(model: onnx.ModelProto, precision: str) -> None:
 def quantize_int8(fp32_onnx_path: str | os.PathLike, out_path: str | os.PathLike, clips: np.ndarray,
                   exclude_nodes: Sequence[str] | None = None, *, method: str = "minmax",
                   percentile: float = 99.999, batch: int = 1, progress: bool = False,
-                  for_tensorrt: bool = False, reduce_range: bool | None = None) -> dict[str, Any]:
+                  for_tensorrt: bool = False, reduce_range: bool = False) -> dict[str, Any]:
     """Static INT8 Q/DQ quantization of an FP32 ONNX graph, calibrated on ``clips``.
 
     Args:
@@ -108,8 +112,8 @@ def quantize_int8(fp32_onnx_path: str | os.PathLike, out_path: str | os.PathLike
         method: ``"minmax"`` (default) or ``"percentile"``.
         for_tensorrt: write TensorRT's graph (signed symmetric activations, float biases)
             instead of the CPU runtimes' (unsigned asymmetric activations, INT32 biases).
-        reduce_range: 7-bit weights; ``None`` = when this CPU is x86 without VNNI (CPU graph
-            only; TensorRT's kernels do not saturate).
+        reduce_range: 7-bit weights (CPU graph only; TensorRT's kernels do not saturate).  Off
+            by default, also without VNNI: measured worse there (see the module docstring).
 
     Returns:
         What was done, for the manifest's ``calibration`` section.
@@ -124,8 +128,6 @@ def quantize_int8(fp32_onnx_path: str | os.PathLike, out_path: str | os.PathLike
     if clips.ndim != 5 or len(clips) == 0:
         raise CalibrationError(f"calibration clips must be a non-empty [K,3,T,H,W] array, got shape {clips.shape}")
     target = "tensorrt" if for_tensorrt else "cpu"
-    if reduce_range is None:
-        reduce_range = (not for_tensorrt) and int8_saturation_risk()
     if for_tensorrt and reduce_range:
         raise InputError("reduce_range applies to the CPU graph only (TensorRT's int8 kernels do not saturate)")
     fp32_onnx_path, out_path = Path(fp32_onnx_path), Path(out_path)

@@ -53,20 +53,25 @@ _CPU_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def _check_int8_weight_bits(engines_dir: Path, manifest: dict[str, Any], comp: dict[str, Any], runtime: str) -> None:
-    """Refuse INT8 CPU engines whose 8-bit weights would saturate on this CPU (x86 without VNNI).
+    """Refuse INT8 CPU engines gated on a VNNI CPU when this one has no VNNI.
 
-    The build writes 7-bit weights where it runs without VNNI (:mod:`gcf_trt.cpuinfo`); engines
-    built on a VNNI CPU and copied to an AVX2-only one would silently lose accuracy there.
+    Without VNNI the int8 dot products go through saturating int16 pairs (:mod:`gcf_trt.cpuinfo`):
+    the agreement the build measured on VNNI kernels says nothing about these.  A build made
+    here was gated on these kernels and loads.  Older manifests without the build CPU's record
+    had 8-bit weights only when built with VNNI.
     """
     if comp.get("precision") != "int8" or runtime not in ("onnxruntime", "openvino"):
         return
     quant = (manifest.get("calibration") or {}).get("quantization") or {}
     from ..cpuinfo import int8_saturation_risk
-    if quant.get("weight_bits") == 8 and int8_saturation_risk():
-        raise EngineError(f"{engines_dir}: the INT8 backbone has 8-bit weights, made on a CPU with VNNI; this "
-                          f"CPU has no VNNI, where 8-bit int8 dot products saturate (silently wrong results)",
-                          hint="rebuild the engines on this machine with 'gcf-trt build' (it writes 7-bit weights "
-                               "here), or build with --precision fp32")
+    built = quant.get("cpu_int8") or {}
+    built_with_vnni = built["vnni"] if "vnni" in built else quant.get("weight_bits") == 8
+    if built_with_vnni and quant.get("weight_bits", 8) == 8 and int8_saturation_risk():
+        raise EngineError(f"{engines_dir}: the INT8 backbone was gated on a CPU with VNNI; this CPU has no "
+                          f"VNNI, where int8 dot products go through int16 pairs that can saturate, and its "
+                          f"agreement was never measured here",
+                          hint="rebuild the engines on this machine with 'gcf-trt build' (its gate runs this "
+                               "CPU's kernels), or build with --precision fp32")
 
 
 def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,

@@ -177,21 +177,28 @@ def test_percentile_calibration(tiny_engines, clips, tmp_path):
     assert all(p[k] <= m[k] * (1 + 1e-5) for k in p) and any(p[k] < m[k] * 0.99 for k in p)
 
 
-def test_reduce_range_follows_the_cpu_int8_capability(tiny_engines, clips, tmp_path, monkeypatch):
-    """Without VNNI (imitated with ONEDNN_MAX_CPU_ISA=AVX2) the CPU graph gets 7-bit weights."""
+def test_the_cpu_graph_has_8bit_weights_with_or_without_vnni(tiny_engines, clips, tmp_path, monkeypatch):
+    """Without VNNI (imitated with ONEDNN_MAX_CPU_ISA=AVX2) the CPU graph keeps 8-bit weights:
+    with u8 activations they agreed on a real AVX2-only EPYC as on a VNNI CPU, and 7-bit ones
+    lost up to 5.4 points (docs/INT8.md).  reduce_range still gives 7-bit weights on request."""
     from onnx import numpy_helper
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     from gcf_trt import cpuinfo
     if not cpuinfo.is_x86():
         pytest.skip("the int8 saturation issue is x86-only")
-    info = P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "rr.onnx", clips[:6])
-    assert info["weight_bits"] == 7 and info["cpu_int8"]["vnni"] is False
-    model = onnx.load(str(tmp_path / "rr.onnx"))
-    weights = [numpy_helper.to_array(t) for t in model.graph.initializer
-               if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_quantized")]
-    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64  # 7-bit range
-    full = P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "full.onnx", clips[:6], reduce_range=False)
-    assert full["weight_bits"] == 8
+
+    def max_weight(path) -> int:
+        model = onnx.load(str(path))
+        weights = [numpy_helper.to_array(t) for t in model.graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_quantized")]
+        assert weights
+        return max(int(np.abs(w).max()) for w in weights)
+    info = P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "full.onnx", clips[:6])
+    assert info["weight_bits"] == 8 and info["cpu_int8"]["vnni"] is False
+    assert "gated on this CPU" in info["cpu_int8"]["int8_dot_product"]
+    assert max_weight(tmp_path / "full.onnx") == 127  # per-channel symmetric: each channel's max hits the end
+    reduced = P.quantize_int8(tiny_engines / "backbone.onnx", tmp_path / "rr.onnx", clips[:6], reduce_range=True)
+    assert reduced["weight_bits"] == 7 and max_weight(tmp_path / "rr.onnx") <= 64
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,7 @@ from gcf_trt.compile.model import load_checkpoint
 from gcf_trt.compile.precision import quantize_int8, stem_conv_names
 from gcf_trt.data import read_video
 from gcf_trt.preprocess import clips_from_frames
-
-
-def runner(path: Path, runtime: str):
-    if runtime == "openvino":
-        import openvino as ov
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        return lambda x: compiled([x])[0]
-    import onnxruntime as ort
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"clip": x})[0]
+from int8_flips import int8_runner as runner  # benchmarks/ is on sys.path when run as a script
 
 
 def per_clip(fn, clips: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ checkpoint; `gcf-trt build --precision int8` then quantizes it with the product'
 its gate decides.  The fake quantization mirrors the CPU graph that recipe writes
 (``gcf_trt.compile.precision.quantize_int8``): BN folded into the convs; uint8 asymmetric
 per-tensor activations at every tensor the Q/DQ graph quantizes (each conv output but the
-stem's first, each ReLU and residual Add output); int8 symmetric per-channel weights (8-bit); ranges by MinMax over calibration clips, recomputed as the weights move.
+stem's first, each ReLU and residual Add output); int8 symmetric per-channel weights (8-bit);
+ranges by MinMax over calibration clips, recomputed as the weights move.
 
 Loss, on the rings a stream presents (each video's ring prefixes, then its sliding windows; the
 FP32 head frozen unless --head-lr): KL(teacher || student INT8) + KL(teacher || student FP32) +

@@ -111,6 +111,6 @@ def test_engines_gated_without_vnni_load_there(tiny_checkpoint, tmp_path, monkey
     runtime_engines.load_engines(tmp_path / "int8").close()
     old = {"calibration": {"quantization": {"weight_bits": 8}}}
     with pytest.raises(EngineError, match="gated on a CPU with VNNI"):
-        runtime_engines._check_int8_weight_bits(tmp_path, old, {"precision": "int8"}, "onnxruntime")
+        runtime_engines._check_int8_gated_on_these_kernels(tmp_path, old, {"precision": "int8"}, "onnxruntime")
     old_7bit = {"calibration": {"quantization": {"weight_bits": 7, "cpu_int8": {"vnni": False}}}}
-    runtime_engines._check_int8_weight_bits(tmp_path, old_7bit, {"precision": "int8"}, "onnxruntime")
+    runtime_engines._check_int8_gated_on_these_kernels(tmp_path, old_7bit, {"precision": "int8"}, "onnxruntime")

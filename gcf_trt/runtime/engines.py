@@ -52,7 +52,7 @@ HEAD_MODES = ("auto", "numpy", "engine")
 _CPU_RUNTIMES = ("onnxruntime", "openvino")
 
 
-def _check_int8_weight_bits(engines_dir: Path, manifest: dict[str, Any], comp: dict[str, Any], runtime: str) -> None:
+def _check_int8_gated_on_these_kernels(engines_dir: Path, manifest: dict[str, Any], comp: dict[str, Any], runtime: str) -> None:
     """Refuse INT8 CPU engines gated on a VNNI CPU when this one has no VNNI.
 
     Without VNNI the int8 dot products go through saturating int16 pairs (:mod:`gcf_trt.cpuinfo`):
@@ -66,7 +66,7 @@ def _check_int8_weight_bits(engines_dir: Path, manifest: dict[str, Any], comp: d
     from ..cpuinfo import int8_saturation_risk
     built = quant.get("cpu_int8") or {}
     built_with_vnni = built["vnni"] if "vnni" in built else quant.get("weight_bits") == 8
-    if built_with_vnni and quant.get("weight_bits", 8) == 8 and int8_saturation_risk():
+    if built_with_vnni and int8_saturation_risk():
         raise EngineError(f"{engines_dir}: the INT8 backbone was gated on a CPU with VNNI; this CPU has no "
                           f"VNNI, where int8 dot products go through int16 pairs that can saturate, and its "
                           f"agreement was never measured here",
@@ -117,7 +117,7 @@ def load_engines(engines_dir: str | os.PathLike, *, runtime: str | None = None,
                 verify_files(engines_dir, manifest, [comp["file"]])
             chosen = runtime or comp["runtime"]
             if name == "backbone":
-                _check_int8_weight_bits(engines_dir, manifest.data, comp, chosen)
+                _check_int8_gated_on_these_kernels(engines_dir, manifest.data, comp, chosen)
             if runtime and runtime != comp["runtime"] and not comp["file"].endswith(".onnx"):
                 raise EngineError(f"{comp['file']} is a {comp['runtime']} engine and cannot run on {runtime}")
             opts = {**(comp.get("options") or {}), **(options or {})} if chosen == comp["runtime"] else dict(options or {})

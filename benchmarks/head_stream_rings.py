@@ -4,7 +4,9 @@ last ring only (what ``gcf_trt.train.train_head`` fits), with the backbone froze
 The rings are those of :func:`gcf_trt.compile.agreement.rings` (every prefix while the ring
 fills, then every sliding window).  Class loss: cross-entropy with the video's label on rings
 holding at least ``--min-action`` clips' worth of the labelled action; on the other rings none,
-or with ``--background-weight`` a cross-entropy towards the uniform distribution.  Gate loss: BCE
+or with ``--background-weight`` a cross-entropy towards the uniform distribution, or with
+``--background-class`` towards a class "no action" added to the checkpoint's (the head-only
+form of ``gcf-trt train --no-action-class``).  Gate loss: BCE
 of every valid slot's gate against its clip's overlap with the action.  Writes a whole checkpoint,
 so ``benchmarks/int8_flips.py --checkpoint OUT`` measures it.  Behind docs/INT8.md ("What the
 gate's predictions hold").  Prints the video top-1 of the refit head on ``--test`` videos.
@@ -25,7 +27,7 @@ from gcf_trt.compile.agreement import rings
 from gcf_trt.compile.model import load_checkpoint, save_checkpoint
 from gcf_trt.data import read_video
 from gcf_trt.datasets import clip_overlap, read_labels
-from gcf_trt.evaluate import fuse_video
+from gcf_trt.evaluate import action_class, fuse_video
 from gcf_trt.preprocess import clips_from_frames
 
 
@@ -53,6 +55,14 @@ def training_rings(videos, ring_size: int, which: str):
     return (torch.from_numpy(np.concatenate(a)) for a in (xs, ms, ovs, ys))
 
 
+def _one_more_output(layer: torch.nn.Linear) -> torch.nn.Linear:
+    grown = torch.nn.Linear(layer.in_features, layer.out_features + 1)
+    with torch.no_grad():
+        grown.weight[:-1] = layer.weight
+        grown.bias[:-1] = layer.bias
+    return grown
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
@@ -61,6 +71,8 @@ def main() -> None:
     ap.add_argument("--rings", choices=("stream", "last"), default="stream")
     ap.add_argument("--min-action", type=float, default=0.5, help="clips' worth of action for the class loss")
     ap.add_argument("--background-weight", type=float, default=0.0)
+    ap.add_argument("--background-class", action="store_true",
+                    help="add a class 'no action' and train the rings without the class loss towards it")
     ap.add_argument("--fine-tune", action="store_true", help="start from the checkpoint's head (else re-initialise)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -76,6 +88,15 @@ def main() -> None:
     labelled = (overlap * mask).sum(1) >= args.min_action if args.rings == "stream" else torch.ones(len(y), dtype=torch.bool)
     print(f"{len(y)} rings, {labelled.float().mean():.2f} of them with the class loss")
     head = model.head
+    if args.background_class:
+        # One more output, "no action": the rings a stream shows before and after the action get
+        # a target of their own instead of none (or the uniform one, which makes them near-ties).
+        old = head.classifier
+        head.classifier = _one_more_output(old)
+        model.clip_classifier = _one_more_output(model.clip_classifier)  # the spec's class count
+        model.spec.labels = [*model.spec.labels, "no action"]
+        y = torch.where(labelled, y, torch.full_like(y, old.out_features))
+        labelled = torch.ones_like(labelled)
     if not args.fine_tune:
         for module in head.modules():
             if hasattr(module, "reset_parameters"):
@@ -109,7 +130,7 @@ def main() -> None:
             with torch.no_grad():
                 logits, gates = head(torch.from_numpy(d), torch.from_numpy(m))
             return logits.numpy(), gates.numpy()
-        right = [fuse_video(desc, model.spec.ring_size, run_head)[0].argmax() == label
+        right = [action_class(fuse_video(desc, model.spec.ring_size, run_head)[0], model.spec.no_action_index) == label
                  for desc, label, _ in video_descriptors(model, args.test)]
         print(f"video top-1 on {len(right)} test videos: {np.mean(right):.4f}")
 

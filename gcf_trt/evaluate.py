@@ -59,6 +59,16 @@ def head_windows(k: int, n: int) -> list[tuple[int, int]]:
     return [(a, a + n) for a in starts]
 
 
+def action_class(logits: np.ndarray, no_action_index: int | None = None) -> int:
+    """The video's class: the top logit among the actions.  Every video of an evaluation or
+    validation set shows an action, so a model's no-action class (``no_action_index``) answers
+    "when", not "which": it is left out here."""
+    logits = np.asarray(logits, np.float64).reshape(-1).copy()
+    if no_action_index is not None:
+        logits[no_action_index] = -np.inf
+    return int(logits.argmax())
+
+
 def fuse_video(desc: np.ndarray, n: int, head: HeadFn) -> tuple[np.ndarray, np.ndarray]:
     """GCF over a whole video's descriptors ``[K, D]`` -> (logits ``[C]``, gates ``[K]``)."""
     k, d = desc.shape
@@ -131,8 +141,8 @@ def baseline_predictions(model, desc: np.ndarray) -> tuple[int, int]:
     with torch.no_grad():
         d = torch.from_numpy(desc)[None]
         mask = torch.ones(1, len(desc))
-        central = int(model.central_clip_logits(d, mask).argmax(-1))
-        average = int(model.average_logits(d, mask).argmax(-1))
+        central = action_class(model.central_clip_logits(d, mask).numpy(), model.spec.no_action_index)
+        average = action_class(model.average_logits(d, mask).numpy(), model.spec.no_action_index)
     return central, average
 
 
@@ -148,9 +158,10 @@ def diagnostic_predictions(model, desc: np.ndarray, gates: np.ndarray, overlap: 
     with torch.no_grad():
         clip_logits = model.clip_logits(torch.from_numpy(desc)).numpy()
     w = gates.astype(np.float64)
-    gated = int((clip_logits * w[:, None]).sum(0).argmax()) if w.sum() > 0 else int(clip_logits.mean(0).argmax())
+    skip = model.spec.no_action_index
+    gated = action_class((clip_logits * w[:, None]).sum(0) if w.sum() > 0 else clip_logits.mean(0), skip)
     sel = overlap >= 0.5
-    oracle = int(clip_logits[sel if sel.any() else slice(None)].mean(0).argmax())
+    oracle = action_class(clip_logits[sel if sel.any() else slice(None)].mean(0), skip)
     return gated, oracle
 
 
@@ -244,12 +255,12 @@ def evaluate(checkpoint: str | os.PathLike, videos_dir: str | os.PathLike,
             gated, oracle = diagnostic_predictions(model, desc, gates, clip_overlap(ranges, rec.start, rec.end))
             segs = segments_from_gates(gates, ranges, **seg_opts)
             r = VideoResult(rec.path.name, label_index[rec.label], rec.start, rec.end, n_frames, ranges,
-                            central, average, int(logits.argmax()), gated, oracle, gates, segs,
+                            central, average, action_class(logits, spec.no_action_index), gated, oracle, gates, segs,
                             best_segment_tiou(segs, rec.start, rec.end) if rec.window else None)
             for name, _, e_backbone, e_head in engines:
                 e_desc = batched(e_backbone, clips)
                 e_logits, e_gates = fuse_video(e_desc, spec.ring_size, e_head)
-                r.engines[name] = {"pred": int(e_logits.argmax()), "gates": e_gates}
+                r.engines[name] = {"pred": action_class(e_logits, spec.no_action_index), "gates": e_gates}
             results.append(r)
     finally:
         bar.close()

@@ -31,6 +31,10 @@ BACKBONE_INPUTS, BACKBONE_OUTPUTS = (BACKBONE_INPUT,), (BACKBONE_OUTPUT,)
 # INT8 and FP32 decide alike (docs/INT8.md, "The decision").
 ACTION_GATE = 0.5
 
+# The class name `gcf-trt train --no-action-class` adds: the head is trained to predict it on
+# rings that hold none of the action (a stream shows many), instead of guessing a class there.
+NO_ACTION_LABEL = "no action"
+
 
 @dataclass
 class ModelSpec:
@@ -51,6 +55,9 @@ class ModelSpec:
         head_hidden: width of the fusion head's hidden projection (E).
         long_range: temporal dilation of the long-range fusion branch (d).
         select_ratio: a clip is kept when its gate is >= select_ratio * the largest gate.
+        no_action_label: the label (one of ``labels``) of a class meaning "no action in view",
+            for models trained with one (``gcf-trt train --no-action-class``); None for models
+            whose every class is an action.
     """
 
     backbone: str = "edge3d"
@@ -68,6 +75,7 @@ class ModelSpec:
     head_hidden: int = 128
     long_range: int = 2
     select_ratio: float = 0.5
+    no_action_label: str | None = None
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)
@@ -78,6 +86,16 @@ class ModelSpec:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def no_action_index(self) -> int | None:
+        """Index of :attr:`no_action_label` in ``labels``, or None."""
+        return None if self.no_action_label is None else self.labels.index(self.no_action_label)
+
+    @property
+    def action_labels(self) -> list[str]:
+        """The labels that name an action (all but :attr:`no_action_label`)."""
+        return [v for v in self.labels if v != self.no_action_label]
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
@@ -106,6 +124,12 @@ class ModelSpec:
                              hint="use RGB statistics such as the Kinetics ones")
         if len(self.labels) < 2:
             raise InputError("a model needs at least 2 labels", hint="list the class names in labels")
+        if self.no_action_label is not None and self.no_action_label not in self.labels:
+            raise InputError(f"no_action_label {self.no_action_label!r} is not one of the labels",
+                             hint="add it to labels, or leave no_action_label unset (null)")
+        if len(self.action_labels) < 2:
+            raise InputError("a model needs at least 2 action labels besides its no-action label",
+                             hint="list the class names in labels")
         if not 0.0 <= self.select_ratio <= 1.0:
             raise InputError(f"select_ratio must be in [0, 1], got {self.select_ratio}",
                              hint="0 keeps every clip; 1 keeps only the clip(s) with the largest gate")

@@ -66,12 +66,17 @@ from .train_config import MODES, Checkpointer, TrainConfig, TrainResult, restore
 # ----------------------------------------------------------------------------- losses
 def clip_loss(logits: torch.Tensor, act_logit: torch.Tensor, labels: torch.Tensor,
               overlap: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """CE on action clips, CE-to-uniform on background clips, BCE actionness probe."""
+    """CE on action clips, CE-to-uniform (or to the no-action class) on background clips, BCE
+    actionness probe."""
     is_action = overlap >= cfg.action_overlap
     logp = F.log_softmax(logits, -1)
     zero = logits.sum() * 0
     ce = F.nll_loss(logp[is_action], labels[is_action]) if is_action.any() else zero
-    bg = (-logp[~is_action].mean(-1)).mean() if (~is_action).any() else zero
+    if cfg.no_action_class:  # background clips are a class of their own
+        bg = (F.nll_loss(logp[~is_action], torch.full_like(labels[~is_action], cfg.no_action_index))
+              if (~is_action).any() else zero)
+    else:  # no class fits them: towards the uniform distribution
+        bg = (-logp[~is_action].mean(-1)).mean() if (~is_action).any() else zero
     act = F.binary_cross_entropy_with_logits(act_logit, overlap)
     loss = ce + cfg.background_weight * bg + cfg.actionness_weight * act
     acc = (logits[is_action].argmax(-1) == labels[is_action]).float().mean().item() if is_action.any() else float("nan")
@@ -100,6 +105,33 @@ def pad_left(desc: list[torch.Tensor], overlaps: list[np.ndarray], n: int):
         mask[b, n - k:] = 1
         ov[b, n - k:] = torch.as_tensor(o[-k:])
     return x, mask, ov
+
+
+def stream_rings(desc: list[torch.Tensor], labels: list[int], overlaps: list[np.ndarray], n: int,
+                 min_action: float, no_action_index: int):
+    """Every ring a stream presents, ``[R, N, D]`` with masks, per-slot overlaps and labels.
+
+    Ring k of a video holds clips ``max(0, k-N+1) .. k`` right-aligned (empty slots first, as
+    :func:`pad_left` and the runtime's ring).  Its label is the video's when the ring holds at
+    least ``min_action`` clips' worth of the action, else ``no_action_index``: a stream shows
+    rings before and after the action, and the head learns to say so.
+    """
+    d = desc[0].shape[-1]
+    total = sum(len(v) for v in desc)
+    x, mask, ov = torch.zeros(total, n, d), torch.zeros(total, n), torch.zeros(total, n)
+    y = torch.empty(total, dtype=torch.long)
+    r = 0
+    for dv, label, o in zip(desc, labels, overlaps):
+        o = torch.as_tensor(np.asarray(o, np.float32))
+        for k in range(len(dv)):
+            lo = max(0, k - n + 1)
+            m = k + 1 - lo
+            x[r, n - m:] = dv[lo:k + 1]
+            mask[r, n - m:] = 1
+            ov[r, n - m:] = o[lo:k + 1]
+            y[r] = label if float(o[lo:k + 1].sum()) >= min_action else no_action_index
+            r += 1
+    return x, mask, ov, y
 
 
 def _say(message: str) -> None:
@@ -259,13 +291,19 @@ def video_descriptors(model, videos: list[VideoClips], batch: int = 64, augment:
 def train_head(model, desc: list[torch.Tensor], labels: list[int], overlaps: list[np.ndarray],
                cfg: TrainConfig, history: dict, ckpt: Checkpointer | None = None,
                resume: dict | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
-    """Train ``model.head`` on cached descriptors (the backbone does not change)."""
+    """Train ``model.head`` on cached descriptors (the backbone does not change): on each video's
+    last ring, or with ``cfg.no_action_class`` on every ring a stream presents (:func:`stream_rings`)."""
     n = model.spec.ring_size
-    x, mask, ov = pad_left(desc, overlaps, n)
-    y = torch.tensor(labels)
+    if cfg.no_action_class:
+        x, mask, ov, y = stream_rings(desc, labels, overlaps, n, cfg.action_overlap, cfg.no_action_index)
+        batch = cfg.stream_ring_batch
+    else:
+        x, mask, ov = pad_left(desc, overlaps, n)
+        y = torch.tensor(labels)
+        batch = cfg.head_batch
     head = model.head
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.head_weight_decay)
-    steps = math.ceil(len(y) / cfg.head_batch)
+    steps = math.ceil(len(y) / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps * cfg.head_epochs))
     done = min(resume_point(resume, "head"), cfg.head_epochs)
     restore_state(opt, resume, "optimizer", "head")
@@ -279,7 +317,7 @@ def train_head(model, desc: list[torch.Tensor], labels: list[int], overlaps: lis
             head.train()
             tot = 0.0
             for s in range(steps):
-                idx = perm[s * cfg.head_batch:(s + 1) * cfg.head_batch]
+                idx = perm[s * batch:(s + 1) * batch]
                 xb = F.dropout(x[idx], cfg.descriptor_dropout, training=True)
                 logits, gates = head(xb, mask[idx])
                 loss = head_loss(logits, gates, y[idx], ov[idx], mask[idx], cfg.gate_weight)
@@ -354,7 +392,7 @@ def cached_descriptors(model, dataset: VideoSet, cache_dir: str | Path, *, batch
 @torch.no_grad()
 def validate(model, videos: list[VideoDescriptors]) -> dict[str, Any]:
     """Top-1 of GCF, the average of clip logits and the central clip on held-out videos."""
-    from .evaluate import baseline_predictions, fuse_video, torch_fns
+    from .evaluate import action_class, baseline_predictions, fuse_video, torch_fns
     if not videos:
         return {}
     _, head = torch_fns(model)
@@ -364,7 +402,7 @@ def validate(model, videos: list[VideoDescriptors]) -> dict[str, Any]:
         logits, _ = fuse_video(d, model.spec.ring_size, head)
         c, a = baseline_predictions(model, d)
         y.append(v.label)
-        gcf.append(int(logits.argmax()))
+        gcf.append(action_class(logits, model.spec.no_action_index))
         avg.append(a)
         cen.append(c)
     y = np.array(y)
@@ -505,7 +543,8 @@ def train(videos, out, cfg: TrainConfig | None = None, log: Callable[[str], None
 
 
 _CLI_FIELDS = ("clip_len", "stride", "size", "resize_short", "ring_size", "epochs", "head_epochs", "width",
-               "batch", "lr", "seed", "threads", "gate_weight", "limit", "val_fraction", "cache_dir")
+               "batch", "lr", "seed", "threads", "gate_weight", "limit", "val_fraction", "cache_dir",
+               "no_action_class")
 
 
 def train_from_args(opts: dict[str, Any], log: Callable[[str], None] = _say) -> TrainResult:

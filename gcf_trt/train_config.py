@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import CLASSES
-from .spec import ModelSpec
+from .spec import NO_ACTION_LABEL, ModelSpec
 
 
 TORCHVISION_DIMS = {"r3d_18": 512, "mc3_18": 512, "r2plus1d_18": 512, "s3d": 1024}
@@ -62,6 +62,12 @@ class TrainConfig:
     head_weight_decay: float = 1e-3
     gate_weight: float = 1.0
     descriptor_dropout: float = 0.2
+    # A class "no action" (spec.NO_ACTION_LABEL) after the data's labels: the head then trains on
+    # every ring a stream presents (each video's prefixes and sliding windows, not only its last
+    # ring), with that class where the ring holds under half a clip of the action, and the
+    # backbone's clip classifier learns it on background clips (instead of a uniform target).
+    no_action_class: bool = False
+    stream_ring_batch: int = 256     # head batch on every stream ring (about 10x the last rings)
     # data
     val_fraction: float | None = None  # None: 0.2 for user datasets, 0 for the procedural set
     cache_dir: str | None = None       # descriptor cache ("freeze"); None: beside the checkpoint
@@ -81,6 +87,11 @@ class TrainConfig:
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(backbone=backbone, **base)
 
+    @property
+    def no_action_index(self) -> int | None:
+        """The no-action class's index (after the data's labels), or None without one."""
+        return len(self.labels) if self.no_action_class else None
+
     def spec(self) -> ModelSpec:
         if self.backbone in TORCHVISION_DIMS:
             args: dict[str, Any] = {}
@@ -91,11 +102,19 @@ class TrainConfig:
             from .errors import BackboneError
             raise BackboneError(f"unknown backbone {self.backbone!r}; available: edge3d, "
                                 f"{', '.join(TORCHVISION_DIMS)}")
+        labels = list(self.labels)
+        if self.no_action_class:
+            if NO_ACTION_LABEL in labels:
+                from .errors import InputError
+                raise InputError(f"the data has a class named {NO_ACTION_LABEL!r}, the name --no-action-class adds",
+                                 hint="rename that class, or train without --no-action-class")
+            labels.append(NO_ACTION_LABEL)
         return ModelSpec(backbone=self.backbone, backbone_args=args,
                          clip_len=self.clip_len, stride=self.stride, size=self.size,
                          resize_short=self.resize_short, ring_size=self.ring_size, dim=dim,
-                         labels=list(self.labels), head_hidden=self.head_hidden,
-                         long_range=self.long_range, select_ratio=self.select_ratio)
+                         labels=labels, head_hidden=self.head_hidden,
+                         long_range=self.long_range, select_ratio=self.select_ratio,
+                         no_action_label=NO_ACTION_LABEL if self.no_action_class else None)
 
 
 @dataclass

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from gcf_trt.errors import InputError
-from gcf_trt.spec import (BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS, ModelSpec, io_shapes)
+from gcf_trt.spec import (BACKBONE_INPUT, BACKBONE_OUTPUT, HEAD_INPUTS, HEAD_OUTPUTS, NO_ACTION_LABEL, ModelSpec,
+                          io_shapes)
 
 
 def test_json_round_trip_and_derived_shapes():
@@ -57,3 +58,14 @@ def test_exported_graphs_use_the_contract_names(tiny_engines):
     for name, shapes in io_shapes(ModelSpec(**json.loads((tiny_engines / "manifest.json").read_text())["spec"])).items():
         b = open_backend("onnxruntime", tiny_engines / f"{name}.onnx")
         assert set(b.input_shapes) == set(shapes["inputs"]) and set(b.output_shapes) == set(shapes["outputs"])
+
+
+def test_the_no_action_label_is_one_of_the_labels_and_survives_the_round_trip():
+    spec = ModelSpec(labels=["wave", "clap", NO_ACTION_LABEL], no_action_label=NO_ACTION_LABEL)
+    assert spec.no_action_index == 2 and spec.action_labels == ["wave", "clap"]
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    assert ModelSpec(labels=["wave", "clap"]).no_action_index is None   # older specs: no such class
+    with pytest.raises(InputError, match="is not one of the labels"):
+        ModelSpec(labels=["wave", "clap"], no_action_label=NO_ACTION_LABEL)
+    with pytest.raises(InputError, match="2 action labels"):
+        ModelSpec(labels=["wave", NO_ACTION_LABEL], no_action_label=NO_ACTION_LABEL)

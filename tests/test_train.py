@@ -199,3 +199,37 @@ def test_real_ctrl_c_on_the_cli_keeps_a_loadable_checkpoint_and_resume_finishes(
     done = subprocess.run(base + ["--head-epochs", "1", "--resume"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert torch.load(out, weights_only=True)["extra"]["train_state"]["stage"] == "done"
+
+
+# ----------------------------------------------------------------------------- the no-action class
+def test_stream_rings_are_every_ring_a_stream_presents_with_no_action_where_the_action_is_not():
+    """Ring k holds clips max(0, k-N+1)..k right-aligned (as the runtime's ring); a ring with
+    under half a clip of the action is labelled with the no-action class."""
+    from gcf_trt.train import stream_rings
+    desc = [torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 2)]
+    overlap = [np.array([0.0, 0.2, 1.0, 0.0, 0.0], np.float32)]
+    x, mask, ov, y = stream_rings(desc, [3], overlap, 3, 0.5, 9)
+    assert mask.tolist() == [[0, 0, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]]
+    assert x[:, :, 0].tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
+    assert ov[1].tolist() == pytest.approx([0, 0, 0.2])
+    assert y.tolist() == [9, 9, 3, 3, 3]   # 0, 0.2 of a clip: no action; 1.2, 1.2, 1.0: the video's
+
+
+def test_training_with_a_no_action_class(tiny_videos, tmp_path):
+    """`--no-action-class` adds the label, trains the head on every stream ring towards it where
+    the ring holds no action, and keeps the video-level class among the actions."""
+    from gcf_trt.evaluate import action_class
+    from gcf_trt.spec import NO_ACTION_LABEL
+    cfg = TrainConfig(**{**TINY, "ring_size": 4}, no_action_class=True)
+    result = train(tiny_videos, tmp_path / "na.pt", cfg, log=lambda m: None)
+    assert result.history["head_loss"][-1] < result.history["head_loss"][0]
+    model = load_checkpoint(result.checkpoint)
+    spec = model.spec
+    assert spec.labels == [*CLASSES, NO_ACTION_LABEL] and spec.no_action_label == NO_ACTION_LABEL
+    assert spec.no_action_index == len(CLASSES) and spec.action_labels == list(CLASSES)
+    assert model.head.classifier.out_features == model.clip_classifier.out_features == len(CLASSES) + 1
+    logits = np.zeros(len(CLASSES) + 1, np.float32)
+    logits[spec.no_action_index], logits[2] = 5.0, 1.0
+    assert action_class(logits, spec.no_action_index) == 2 and action_class(logits) == spec.no_action_index
+    with pytest.raises(Exception, match="the name --no-action-class adds"):
+        TrainConfig(labels=["a", NO_ACTION_LABEL], no_action_class=True).spec()

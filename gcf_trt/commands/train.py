@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "shared the cores; raise it on a machine of your own)")
     t.add_argument("--gate-weight", type=float, default=None, help="weight of the gate supervision loss")
     t.add_argument("--limit", type=int, default=None, help="use only the first N training videos")
+    t.add_argument("--no-action-class", action="store_true", default=None,
+                   help="add a class 'no action' that the head learns on the rings a stream shows before and "
+                        "after the action (INT8 and the decision then agree more with FP32: docs/INT8.md)")
     t.set_defaults(func=_train)
 
 

@@ -90,7 +90,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 
 def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray], head: Any, *,
-              ring_size: int | None = None, batch: int = 1) -> dict[str, Any]:
+              ring_size: int | None = None, batch: int = 1, no_action_index: int | None = None) -> dict[str, Any]:
     """How far a reduced-precision backbone is from the FP32 reference, judged on predictions.
 
     Both backbones run over the held-out clips; their descriptors fill the rings a stream would
@@ -104,6 +104,8 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         head: a head backend or a function ``(descriptors [B,N,D], mask [B,N]) -> logits [B,C]``
             (or ``-> (logits, gates [B,N])``).
         ring_size: N; default from the head backend's ``mask`` input shape.
+        no_action_index: the model's no-action class (:attr:`ModelSpec.no_action_index`), for
+            the decisions.
 
     Returns:
         ``top1_agreement`` (fraction of ring predictions with the same class) with its 95% Wilson
@@ -149,7 +151,8 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
         (ref_logits, ref_gate), (out_logits, out_gate) = head_of(ref), head_of(out)
         same.append(ref_logits.argmax(1) == out_logits.argmax(1))
         if ref_gate is not None and out_gate is not None:  # each side decides with its own gates
-            same_decision.append(decisions(ref_logits, ref_gate) == decisions(out_logits, out_gate))
+            same_decision.append(decisions(ref_logits, ref_gate, no_action_index=no_action_index)
+                                 == decisions(out_logits, out_gate, no_action_index=no_action_index))
         margins.append(top2_margin(ref_logits))
         top_gates.append(ref_gate)
         diffs.append(float(np.abs(ref_logits - out_logits).max()))
@@ -180,10 +183,16 @@ def agreement(reference: Any, test: Any, clips: np.ndarray | Sequence[np.ndarray
     }
 
 
-def decisions(logits: np.ndarray, top_gates: np.ndarray, action_gate: float = ACTION_GATE) -> np.ndarray:
+def decisions(logits: np.ndarray, top_gates: np.ndarray, action_gate: float = ACTION_GATE, *,
+              no_action_index: int | None = None) -> np.ndarray:
     """What each ring's prediction decides: its class index, or :data:`NO_ACTION` when the ring's
-    largest gate is under ``action_gate`` (as :attr:`Prediction.action` is None there)."""
-    return np.where(np.asarray(top_gates) >= action_gate, np.asarray(logits).argmax(1), NO_ACTION)
+    largest gate is under ``action_gate`` or its class is the model's no-action class
+    ``no_action_index`` (as :attr:`Prediction.action` is None there)."""
+    top = np.asarray(logits).argmax(1)
+    nothing = np.asarray(top_gates) < action_gate
+    if no_action_index is not None:
+        nothing |= top == no_action_index
+    return np.where(nothing, NO_ACTION, top)
 
 
 def top2_margin(logits: np.ndarray) -> np.ndarray:

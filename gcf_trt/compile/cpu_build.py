@@ -247,7 +247,8 @@ def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.nda
                 c.record.update(agreement=None, passed=True, note="FP32 reference")
             else:
                 say(f"checking {c.name} against FP32 on {sum(len(d) for d in data)} clips of {len(data)} {data_kind}")
-                result = agreement(reference, c.backend, data, head)
+                result = agreement(reference, c.backend, data, head,
+                                   no_action_index=model.spec.no_action_index)
                 result["data"] = data_kind
                 if c.precision != "fp32":
                     ok = passes(result, min_agreement, min_cosine)

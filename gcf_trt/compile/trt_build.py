@@ -502,7 +502,8 @@ def _verify(tmp: Path, components: dict[str, dict[str, Any]], spec: ModelSpec,
         if holdout is not None and len(holdout):
             from .agreement import agreement, check_agreement
             result.update(agreement(ref_bb, _in_profile(bb, opts.min_batch, opts.max_batch), holdout, ref_hd,
-                                    ring_size=spec.ring_size, batch=opts.max_batch))
+                                    ring_size=spec.ring_size, batch=opts.max_batch,
+                                    no_action_index=spec.no_action_index))
             check_agreement(result, gate.min_agreement, gate.min_cosine, what="the TensorRT backbone")
         return result
     finally:

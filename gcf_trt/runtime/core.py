@@ -57,8 +57,9 @@ class Prediction:
     Attributes:
         label, score: the top class and its softmax probability.
         action: the decision: ``label`` when a clip of the ring shows an action (a gate >=
-            :data:`~gcf_trt.spec.ACTION_GATE`), else None ("no action": the class is then the
-            head's guess at a ring with nothing relevant in it).
+            :data:`~gcf_trt.spec.ACTION_GATE`) and ``label`` is not the model's no-action class,
+            else None ("no action": without that class, ``label`` is then the head's guess at a
+            ring with nothing relevant in it).
         top_k: ``[(label, probability), ...]``, best first.
         logits: ``float32 [C]`` raw head logits.
         gates: the valid ring slots, oldest first, each with its clip's frame range.
@@ -71,6 +72,7 @@ class Prediction:
             newest clip's last frame, set by whoever knows the source (``gcf_trt.runtime.pipeline``,
             from :class:`~gcf_trt.runtime.sources.SourceFrame`); None when frames came bare.
         source: the source's URI, credentials masked (set with the times).
+        no_action_label: the model's no-action class (:attr:`ModelSpec.no_action_label`), or None.
     """
 
     label: str
@@ -85,6 +87,7 @@ class Prediction:
     stream_time_s: float | None = None
     wall_time: float | None = None
     source: str | None = None
+    no_action_label: str | None = None
 
     @property
     def action_in_view(self) -> bool:
@@ -94,7 +97,7 @@ class Prediction:
     @property
     def action(self) -> str | None:
         """``label`` when an action is in view, else None (see the class docstring)."""
-        return self.label if self.action_in_view else None
+        return self.label if self.action_in_view and self.label != self.no_action_label else None
 
     @property
     def gate_values(self) -> np.ndarray:
@@ -367,7 +370,8 @@ class StreamCore:
             label=labels[int(order[0])], score=float(probs[order[0]]),
             top_k=[(labels[int(i)], float(probs[i])) for i in order],
             logits=logits, gates=gate_list, frame_range=(gate_list[0].frame_range[0], info.last_frame),
-            clip_index=info.clip_index, latency_ms=latency_ms, ring_fill=len(gate_list), **extra)
+            clip_index=info.clip_index, latency_ms=latency_ms, ring_fill=len(gate_list),
+            no_action_label=self.spec.no_action_label, **extra)
         self._state.clips += 1
         self.in_flight = max(0, self.in_flight - 1)
         self.history.append(prediction)

@@ -373,3 +373,6 @@ def test_the_gate_reports_the_decisions_each_side_makes_with_its_own_gates():
     A.check_agreement(res, 0.99)  # the classes agree: passes, the decisions are reported
     np.testing.assert_array_equal(A.decisions(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([0.5, 0.49])),
                                   [1, A.NO_ACTION])
+    # a model with a no-action class (index 1 here) decides "no action" when it predicts that class
+    np.testing.assert_array_equal(A.decisions(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([0.5, 0.5]),
+                                              no_action_index=1), [A.NO_ACTION, 0])

@@ -373,3 +373,24 @@ def test_stream_core_steps_are_explicit(calibrated_engines, long_frames):
         p = core.finish(logits[0], gates[0], {"total": 1.0})
         assert calls == 1 and p.clip_index == 0 and p.ring_fill == 1 and core.state.clips == 1
         assert core.in_flight == 0 and list(core.history) == [p]
+
+
+def test_a_model_with_a_no_action_class_decides_no_action_when_it_predicts_that_class(long_frames):
+    """Prediction.action is None when the top class is the model's no-action class, even with a
+    gate over ACTION_GATE; an action class with such a gate is the decision (docs/INT8.md)."""
+    from gcf_trt.runtime.core import StreamCore
+    from gcf_trt.spec import NO_ACTION_LABEL
+    spec = ModelSpec(**{**TINY_SPEC, "labels": [*TINY_SPEC["labels"], NO_ACTION_LABEL], "dim": 32},
+                     no_action_label=NO_ACTION_LABEL)
+    core = StreamCore(spec)
+    decided = []
+    for top in (3, 1):
+        assert [core.push(f) for f in long_frames[:4]][-1]
+        core.commit(np.zeros((1, spec.dim), np.float32), core.take_clip())
+        logits = np.zeros(4, np.float32)
+        logits[top] = 3.0
+        gates = np.array([0, 0, 0, 0.9], np.float32)
+        p = core.finish(logits, gates, {"total": 1.0})
+        assert p.action_in_view and p.no_action_label == NO_ACTION_LABEL
+        decided.append((p.label, p.action, p.to_dict()["action"]))
+    assert decided == [(NO_ACTION_LABEL, None, None), ("right", "right", "right")]

@@ -56,7 +56,8 @@ def int8_agreement(fp32: Built, int8_file: Path, clips: list[np.ndarray], spec, 
     out: dict[str, Any] = {}
     for label, runtime, path, options in tests:
         try:
-            out[label] = agreement(ref, open_backend(runtime, path, options), clips, head, ring_size=spec.ring_size)
+            out[label] = agreement(ref, open_backend(runtime, path, options), clips, head, ring_size=spec.ring_size,
+                                   no_action_index=spec.no_action_index)
         except Exception as exc:  # noqa: BLE001
             out[label] = {"unavailable": error_text(exc)}
     if not bf16[0]:

@@ -1,5 +1,6 @@
 """Experiment: refit a checkpoint's GCF head on every ring a stream presents, or on each video's
-last ring only (what ``gcf_trt.train.train_head`` fits), with the backbone frozen.
+last ring only (what ``gcf_trt.train.train_head`` fits without ``--no-action-class``), with the
+backbone frozen.
 
 The rings are those of :func:`gcf_trt.compile.agreement.rings` (every prefix while the ring
 fills, then every sliding window).  Class loss: cross-entropy with the video's label on rings

@@ -23,9 +23,12 @@ NO_ACTION = "no action"
 
 
 def decision_text(prediction: Prediction) -> str:
-    """'grow 0.91', or 'no action (grow 0.31)' when no clip of the ring reaches the action gate."""
+    """'grow 0.91', or 'no action (grow 0.31)' when no clip of the ring reaches the action gate;
+    'no action 0.94' when a model with a no-action class predicts it."""
     guess = f"{prediction.label} {prediction.score:.2f}"
-    return guess if prediction.action is not None else f"{NO_ACTION} ({guess})"
+    if prediction.action is not None or prediction.label == prediction.no_action_label:
+        return guess
+    return f"{NO_ACTION} ({guess})"
 
 
 def draw_prediction(frame: np.ndarray, prediction: Prediction | None, ring_size: int | None = None,

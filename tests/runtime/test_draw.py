@@ -91,6 +91,9 @@ def test_the_label_says_no_action_when_no_gate_reaches_the_action_gate():
     assert idle.action is None and not idle.action_in_view and idle.to_dict()["action"] is None
     assert seen.action == "wave" and seen.to_dict()["action"] == "wave"
     assert decision_text(idle) == "no action (wave 0.90)" and decision_text(seen) == "wave 0.90"
+    own_class = prediction([(0.2, False), (0.5, True)], label="no action")
+    own_class.no_action_label = "no action"   # a model trained with --no-action-class predicts it
+    assert own_class.action is None and decision_text(own_class) == "no action 0.90"
     frame = np.zeros((240, 320, 3), np.uint8)
     assert not np.array_equal(draw_prediction(frame, idle), draw_prediction(frame, seen))  # the text differs
     idle_ink = colour_mask(draw_gate_timeline([idle], [], 16), IDLE).sum()

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--limit", type=int, default=None, help="use only the first N training videos")
     t.add_argument("--no-action-class", action="store_true", default=None,
                    help="add a class 'no action' that the head learns on the rings a stream shows before and "
-                        "after the action (what it does to INT8 agreement: docs/INT8.md)")
+                        "after the action (experimental: what it does to INT8 agreement and accuracy, docs/INT8.md)")
     t.set_defaults(func=_train)
 
 

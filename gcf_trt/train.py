@@ -66,17 +66,15 @@ from .train_config import MODES, Checkpointer, TrainConfig, TrainResult, restore
 # ----------------------------------------------------------------------------- losses
 def clip_loss(logits: torch.Tensor, act_logit: torch.Tensor, labels: torch.Tensor,
               overlap: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """CE on action clips, CE-to-uniform (or to the no-action class) on background clips, BCE
-    actionness probe."""
+    """CE on action clips, CE-to-uniform on background clips, BCE actionness probe."""
     is_action = overlap >= cfg.action_overlap
     logp = F.log_softmax(logits, -1)
     zero = logits.sum() * 0
     ce = F.nll_loss(logp[is_action], labels[is_action]) if is_action.any() else zero
-    if cfg.no_action_class:  # background clips are a class of their own
-        bg = (F.nll_loss(logp[~is_action], torch.full_like(labels[~is_action], cfg.no_action_index))
-              if (~is_action).any() else zero)
-    else:  # no class fits them: towards the uniform distribution
-        bg = (-logp[~is_action].mean(-1)).mean() if (~is_action).any() else zero
+    # Towards the uniform distribution, with or without a no-action class: a backbone trained to
+    # put background clips in that class came out weaker (docs/INT8.md, "A class for no
+    # action"), so only the head learns the class.
+    bg = (-logp[~is_action].mean(-1)).mean() if (~is_action).any() else zero
     act = F.binary_cross_entropy_with_logits(act_logit, overlap)
     loss = ce + cfg.background_weight * bg + cfg.actionness_weight * act
     acc = (logits[is_action].argmax(-1) == labels[is_action]).float().mean().item() if is_action.any() else float("nan")

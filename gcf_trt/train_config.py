@@ -64,8 +64,8 @@ class TrainConfig:
     descriptor_dropout: float = 0.2
     # A class "no action" (spec.NO_ACTION_LABEL) after the data's labels: the head then trains on
     # every ring a stream presents (each video's prefixes and sliding windows, not only its last
-    # ring), with that class where the ring holds under half a clip of the action, and the
-    # backbone's clip classifier learns it on background clips (instead of a uniform target).
+    # ring), with that class where the ring holds under half a clip of the action.  The backbone
+    # stage is unchanged (its background clips keep the uniform target).
     no_action_class: bool = False
     stream_ring_batch: int = 256     # head batch on every stream ring (about 10x the last rings)
     # data

@@ -396,14 +396,18 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], json_path: str | os.PathLike, md_path: str | os.PathLike,
-                 per_video_path: str | os.PathLike | None = None) -> None:
-    """Write the summary JSON (no per-video rows), the markdown table and optionally the rows."""
-    summary = {k: v for k, v in report.items() if k != "videos"}
-    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(json_path), summary)
-    with atomic_file(md_path) as tmp:
-        tmp.write_text(markdown_table(report))
+def write_report(report: dict[str, Any], json_path: str | os.PathLike | None,
+                 md_path: str | os.PathLike | None, per_video_path: str | os.PathLike | None = None) -> None:
+    """Write what is asked for, atomically: the summary JSON (no per-video rows), the markdown
+    table and the per-video rows; ``None`` skips that file."""
+    if json_path:
+        summary = {k: v for k, v in report.items() if k != "videos"}
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(json_path), summary)
+    if md_path:
+        Path(md_path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(md_path) as tmp:
+            tmp.write_text(markdown_table(report))
     if per_video_path:
         write_json_atomic(Path(per_video_path), report["videos"])
 

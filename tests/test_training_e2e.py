@@ -63,6 +63,9 @@ def test_bring_your_own_videos_end_to_end(user_data):
     assert report["num_videos"] == 3 and report["layout"] == "annotations"
     assert report["segment_videos"] == 3 and 0.0 <= report["segment_tiou"] <= 1.0
     assert "GCF fusion" in ev.stdout
+    bare = _cli(root, "eval", "--checkpoint", "model.pt", "--videos", "listed/list.csv", "--limit", "1")
+    assert "GCF fusion" in bare.stdout and "wrote" not in bare.stdout   # files only when asked for
+    assert not (root / "benchmarks").exists()
     _cli(root, "eval", "--checkpoint", "model.pt", "--videos", "folders", "--split", "val",
          "--out-json", "acc_f.json", "--out-md", "acc_f.md")   # the split's fraction and seed from the checkpoint
     folder_val = json.loads((root / "acc_f.json").read_text())

@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --split: the split's seed (default: the checkpoint's training seed)")
     p.add_argument("--engines", action="append", default=[],
                    help="engines directory built from this checkpoint (repeatable: e.g. fp32 and int8)")
-    p.add_argument("--out-json", default="benchmarks/results/accuracy.json")
-    p.add_argument("--out-md", default="benchmarks/results/accuracy.md")
+    # No default file: a default path once overwrote a committed results table from a scratch run.
+    p.add_argument("--out-json", default=None, help="write the summary (every number, per class, the command) here")
+    p.add_argument("--out-md", default=None, help="write the markdown table here")
     p.add_argument("--per-video", default=None, help="also write per-video rows (gates, segments) here")
     p.add_argument("--cache-dir", default="auto",
                    help="descriptor cache of gcf-trt train --freeze-backbone: PyTorch descriptors found there "
@@ -44,5 +45,7 @@ def _eval(args: argparse.Namespace) -> int:
     report["command"] = "gcf-trt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(report, args.out_json, args.out_md, args.per_video)
     print(markdown_table(report))
-    print(f"wrote {Path(args.out_json)} and {Path(args.out_md)}")
+    written = [str(Path(p)) for p in (args.out_json, args.out_md, args.per_video) if p]
+    if written:
+        print("wrote " + " and ".join(written))
     return 0

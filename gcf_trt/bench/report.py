@@ -110,6 +110,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["int8_top1_agreement"] = chosen["top1_agreement"] if chosen else None
     h["int8_agreement_n"] = chosen["num_predictions"] if chosen else None
     h["int8_agreement_95ci"] = chosen.get("top1_agreement_ci95") if chosen else None
+    # The same with the video as the unit (a stream's consecutive rings share clips, so flips come in runs).
+    h["int8_agreement_95ci_by_video"] = chosen.get("top1_agreement_ci95_by_video") if chosen else None
     # What the product outputs (the class, or no action: Prediction.action), reported beside the classes.
     h["int8_decision_agreement_per_runtime"] = {k: v["decision_agreement"] for k, v in per.items()
                                                 if "bf16" not in k and "decision_agreement" in v} or None

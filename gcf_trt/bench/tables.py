@@ -215,13 +215,12 @@ def _sweep_whatif(sweeps: dict | None, wi: dict | None) -> list[str]:
 def _agreement(agr: dict | None) -> list[str]:
     if not agr:
         return []
-    from ..compile.agreement import disagreement_text  # where the disagreements are (near-ties, no action)
+    from ..compile.agreement import disagreement_text, interval_text  # where the disagreements are (near-ties, no action)
     lines = ["", "## INT8 agreement with FP32", "", f"Model: {agr.get('model')}.  Videos: {agr.get('videos')}.", ""]
     for runtime, r in (agr.get("per_runtime") or {}).items():
         if "top1_agreement" in r:
-            lo, hi = r.get("top1_agreement_ci95") or (float("nan"), float("nan"))
             lines.append(f"- {runtime}: top-1 agreement **{r['top1_agreement']:.2%}** over {r['num_predictions']} "
-                         f"ring predictions (95% interval {lo:.1%} - {hi:.1%})"
+                         f"ring predictions ({interval_text(r) or 'no interval'})"
                          + (f", decision (class or no action) **{r['decision_agreement']:.2%}** (95% interval "
                             f"{r['decision_agreement_ci95'][0]:.1%} - {r['decision_agreement_ci95'][1]:.1%})"
                             if "decision_agreement" in r else "")

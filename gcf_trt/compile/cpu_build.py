@@ -325,11 +325,11 @@ def fastest_passing(cands: list[_Candidate]) -> tuple[_Candidate, str]:
 def _gate_failure(candidate: dict[str, Any]) -> str:
     """' (failed gate: 97.3% top-1 agreement, 95% interval ..., decisions (class or no action)
     98.1%, of 487 predictions; ...)' for the summary."""
-    from .agreement import decision_text, disagreement_text
+    from .agreement import decision_text, disagreement_text, interval_text
     agr = candidate["agreement"]
-    ci = agr.get("top1_agreement_ci95")
+    ci = interval_text(agr)
     return (f" (failed gate: {agr['top1_agreement']:.1%} top-1 agreement"
-            + (f", 95% interval {ci[0]:.1%}-{ci[1]:.1%}" if ci else "")
+            + (f", {ci}" if ci else "")
             + f", {decision_text(agr)}of {agr['num_predictions']} predictions{disagreement_text(agr)})")
 
 
@@ -356,14 +356,14 @@ def _summary(out: Path, manifest: dict[str, Any], chosen: _Candidate, selection:
     else:
         lines.append(f"engine {chosen.name}: {selection['why']}")
     if agreement_rec:
-        from .agreement import decision_text
-        ci = agreement_rec.get("top1_agreement_ci95")
+        from .agreement import decision_text, interval_text
+        ci = interval_text(agreement_rec)
         data = agreement_rec.get("data", "clips")
         if data == HELD_OUT_DATA and "num_sequences" in agreement_rec:  # "256 clips of 21 held-out videos"
             data = f"clips of {agreement_rec['num_sequences']} {data}"
         lines.append(f"agreement with FP32 on {agreement_rec['num_clips']} {data}: "
                      f"top-1 {agreement_rec['top1_agreement']:.1%} of {agreement_rec['num_predictions']} "
-                     + (f"predictions (95% interval {ci[0]:.1%}-{ci[1]:.1%}), " if ci else "predictions, ")
+                     + (f"predictions ({ci}), " if ci else "predictions, ")
                      + decision_text(agreement_rec)
                      + f"descriptor cosine mean {agreement_rec['cosine_mean']:.4f} "
                      f"(min {agreement_rec['cosine_min']:.4f})")

@@ -274,6 +274,27 @@ def test_wilson_interval():
     assert A.wilson_interval(0, 0) == (0.0, 1.0)
 
 
+def test_clustered_interval_counts_a_run_of_flips_in_one_video_as_one_video():
+    """Consecutive rings of a stream share clips, so flips come in runs.  The same 8 flips in 256
+    predictions: spread over 8 of 32 videos, the interval is the binomial one; all in one video,
+    the gate knows less and the interval with the video as the unit says so."""
+    spread = [np.r_[np.zeros(1, bool), np.ones(7, bool)] if i < 8 else np.ones(8, bool) for i in range(32)]
+    one_video = [np.zeros(8, bool)] + [np.ones(8, bool) for _ in range(31)]
+    binomial = A.wilson_interval(248, 256)
+    lo_s, hi_s, n_s = A.clustered_interval(spread)
+    lo_1, hi_1, n_1 = A.clustered_interval(one_video)
+    assert n_s == pytest.approx(256) and (lo_s, hi_s) == pytest.approx(binomial)  # no clustering: deff 1
+    assert n_1 < 40 and lo_1 < binomial[0] - 0.03          # one video's run: far fewer independent trials
+    assert lo_1 < 248 / 256 < hi_1
+    assert A.clustered_interval([np.ones(8, bool)] * 4)[:2] == pytest.approx(A.wilson_interval(32, 32))
+    assert A.clustered_interval([np.zeros(3, bool)]) is None   # one video: no spread to measure
+    result = {"top1_agreement_ci95": list(binomial), "top1_agreement_ci95_by_video": [lo_1, hi_1],
+              "effective_predictions": n_1, "num_predictions": 256}
+    assert f"by video {lo_1:.1%}-{hi_1:.1%}, as {n_1:.0f} independent predictions" in A.interval_text(result)
+    result.update(top1_agreement_ci95_by_video=list(binomial), effective_predictions=256.0)
+    assert "by video" not in A.interval_text(result)             # said only where it differs
+
+
 def test_calibration_split_holds_out_whole_videos(calib_dir, tiny_model):
     spec = tiny_model.spec
     report = {}
@@ -296,6 +317,7 @@ def test_agreement_on_video_sequences_reports_interval(tiny_engines, clips):
     assert res["num_predictions"] == len(clips) and res["num_disagreements"] == 0
     lo, hi = res["top1_agreement_ci95"]
     assert lo < 1.0 and hi == 1.0
+    assert res["top1_agreement_ci95_by_video"] == [lo, hi] and res["disagreements_in_worst_video"] == 0
 
 
 def test_agreement_counts_the_disagreements_at_fp32_near_ties():

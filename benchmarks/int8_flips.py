@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcf_trt.compile.agreement import NEAR_TIE_MARGIN, RELEVANT_GATE, rings, top2_margin
+from gcf_trt.compile.agreement import NEAR_TIE_MARGIN, RELEVANT_GATE, clustered_interval, rings, top2_margin
 from gcf_trt.compile.export import export_backbone
 from gcf_trt.compile.model import load_checkpoint
 from gcf_trt.compile.precision import quantize_int8
@@ -75,7 +75,7 @@ def main() -> None:
             windows = {r.path.name: (r.start, r.end) for r in read_labels(args.videos)}
         except InputError:  # a set without labels.csv: no split by action window
             windows = {}
-        rows, cosines = [], []
+        rows, cosines, per_video = [], [], []
         with torch.no_grad():
             for path in sorted(Path(args.videos).glob("*.mp4")):
                 clips, ranges = clips_from_frames(read_video(path), spec)
@@ -94,16 +94,24 @@ def main() -> None:
                     out[name] = (logits.numpy(), gates.numpy(), m)
                 (lf, gf, mask), (lq, gq, _) = out["fp32"], out["int8"]
                 margins = top2_margin(lf)  # the gate's own near-tie measure
+                per_video.append(lf.argmax(1) == lq.argmax(1))
                 for k in range(len(lf)):
                     selected = [tuple((g[k] >= spec.select_ratio * g[k].max()) & (mask[k] > 0)) for g in (gf, gq)]
                     top_gate = [float((g[k] * mask[k]).max()) for g in (gf, gq)]
                     rows.append((lf[k].argmax() == lq[k].argmax(), margins[k], int(mask[k].sum()),
                                  selected[0] == selected[1], action[k], *top_gate,
                                  int(lf[k].argmax()), int(lq[k].argmax())))
+    if not rows:
+        raise SystemExit(f"no clips in {args.videos}: pass a directory of .mp4 videos longer than one clip "
+                         "(gcf-trt make-videos writes one)")
     agree, margin, fill, same_selection, action, gate_fp32, gate_int8, top_fp32, top_int8 = \
         (np.array(c) for c in zip(*rows))
     flips = ~agree.astype(bool)
     print(f"{len(rows)} ring predictions, {args.runtime} INT8 top-1 agreement {agree.mean():.4f} ({int(flips.sum())} flips)")
+    clustered = clustered_interval(per_video)
+    if clustered:  # the gate's interval with the video as the unit (its rings share clips)
+        print(f"95% interval by video {clustered[0]:.4f}-{clustered[1]:.4f}, as {clustered[2]:.0f} independent "
+              f"predictions of {len(per_video)} videos; most flips in one video: {max(int((~g).sum()) for g in per_video)}")
     print(f"descriptor cosine INT8 vs FP32: mean {np.mean(cosines):.4f}, min {np.min(cosines):.4f} ({len(cosines)} clips)")
     print(f"clip selection changed: {np.mean(~same_selection.astype(bool)):.3f} of all predictions, "
           f"{int((~same_selection.astype(bool))[flips].sum())} of the flips")

@@ -96,8 +96,8 @@ def clustered_interval(agree_by_video: Sequence[np.ndarray], z: float = 1.959964
     number of predictions behind it; None with fewer than two videos (no spread to measure).
 
     A stream's consecutive rings share all but one clip, so the disagreements of one confusable
-    video come in runs (a gate set of 256 predictions from 21 videos measured 14 flips, all in
-    the last rings of a few videos; docs/INT8.md).  Counting them as 256 independent trials
+    video come in runs (a gate set of 256 predictions from 21 videos measured 24 flips, 9 of
+    them in one video; docs/INT8.md).  Counting them as 256 independent trials
     overstates what the gate knows.  Kish's design effect -- the ratio estimator's variance
     over the videos against the binomial variance, at least 1 -- shrinks n to the effective
     ``n / deff``, and the Wilson interval is taken there.  With no disagreement the spread is 0
@@ -288,7 +288,7 @@ def check_agreement(result: dict[str, Any], min_agreement: float, min_cosine: fl
 
 
 def interval_text(result: dict[str, Any]) -> str:
-    """'95% interval 86.4%-93.6%; by video 78.0%-95.9%, as 61 independent predictions' (the
+    """'95% interval 86.4%-93.6%; by video 78.1%-96.3%, as 42 independent predictions' (the
     by-video part where the result has it), or '' for a result without an interval."""
     ci = result.get("top1_agreement_ci95")
     if not ci:

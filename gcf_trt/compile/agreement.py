@@ -295,7 +295,7 @@ def interval_text(result: dict[str, Any]) -> str:
         return ""
     text = f"95% interval {ci[0]:.1%}-{ci[1]:.1%}"
     cv = result.get("top1_agreement_ci95_by_video")
-    if cv and result.get("effective_predictions", result.get("num_predictions")) < result.get("num_predictions", 0):
+    if cv and [f"{x:.1%}" for x in cv] != [f"{x:.1%}" for x in ci]:  # only where it says something else
         text += f"; by video {cv[0]:.1%}-{cv[1]:.1%}, as {result['effective_predictions']:.0f} independent predictions"
     return text
 

@@ -36,8 +36,8 @@ class Config:
         out: results directory (default: ``benchmarks/results`` for a full run of every section,
             a temporary directory for a quick or partial run).
         checkpoint: the model to benchmark - speed *and* INT8 agreement are measured on it.
-            Default (full run): the bundled trained ``gcf_trt/assets/bench_edge3d_w16.pt``
-            (16x112x112 clips, N = 8).  Quick runs use random weights of a tiny model.
+            Default (full run): the bundled trained ``gcf_trt/assets/bench_edge3d_w32.pt``
+            (edge3d width 32, 16x112x112 clips, N = 8).  Quick runs use random weights of a tiny model.
         random_weights: benchmark random weights at the default ``ModelSpec`` (edge3d width 32,
             1.8 GFLOPs per clip) instead; INT8 agreement then comes from the bundled trained
             ``gcf_trt/assets/demo.pt`` (a random model's agreement means nothing).

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where engines and videos are built, kept (default: a temporary directory, removed)")
     p.add_argument("--checkpoint", default=None,
                    help="the model to benchmark: speed and INT8 agreement are both measured on it (default: "
-                        "the bundled trained benchmark model, edge3d width 16, 16x112x112, N=8)")
+                        "the bundled trained benchmark model, edge3d width 32, 16x112x112, N=8)")
     p.add_argument("--random-weights", action="store_true",
                    help="benchmark random weights at the default model size (edge3d width 32, 1.8 GFLOPs "
                         "per clip) instead; INT8 agreement then comes from the bundled trained demo model")

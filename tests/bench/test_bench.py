@@ -180,7 +180,7 @@ def test_a_full_run_benchmarks_the_bundled_trained_model_unless_told_otherwise(t
     from gcf_trt.compile.model import load_checkpoint
     from gcf_trt.errors import InputError
     spec = load_checkpoint(BENCH_CHECKPOINT).spec  # it is shipped, and a trained model of the benchmarked size
-    assert (spec.clip_len, spec.size, spec.ring_size, spec.backbone_args["width"]) == (16, 112, 8, 16)
+    assert (spec.clip_len, spec.size, spec.ring_size, spec.backbone_args["width"]) == (16, 112, 8, 32)
     full = Config(out=tmp_path)
     assert full.checkpoint == BENCH_CHECKPOINT and full.agreement_checkpoint == BENCH_CHECKPOINT
     untrained = Config(out=tmp_path, random_weights=True)

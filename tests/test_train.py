@@ -1,6 +1,8 @@
 """Training: shared preprocessing, losses, and a tiny run that lowers the loss."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -177,8 +179,10 @@ def test_real_ctrl_c_on_the_cli_keeps_a_loadable_checkpoint_and_resume_finishes(
     base = [sys.executable, "-m", "gcf_trt.cli", "train", "--videos", str(folder_set), "--out", str(out),
             "--backbone-weights", str(weights_file), "--freeze-backbone", "--width", "4", "--clip-len", "4",
             "--size", "32", "--resize-short", "36", "--ring-size", "8", "--epochs", "2"]
+    # PYTHONFAULTHANDLER: if the child ever hangs after SIGINT (seen once in a full run on
+    # 2026-12-04, not reproduced in 18 runs alone), SIGABRT makes it print every thread's stack.
     proc = subprocess.Popen(base + ["--head-epochs", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         deadline = _time.time() + 120
         while not out.exists() and _time.time() < deadline and proc.poll() is None:
@@ -186,7 +190,13 @@ def test_real_ctrl_c_on_the_cli_keeps_a_loadable_checkpoint_and_resume_finishes(
         assert out.exists(), "no checkpoint was written"
         _time.sleep(1.0)                               # inside the head stage, likely mid-write of the next one
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            stdout, stderr = proc.communicate(timeout=30)
+            pytest.fail(f"no exit 60 s after SIGINT; the child's threads at SIGABRT:\n{stderr[-6000:]}\n"
+                        f"its last output:\n{stdout[-1500:]}")
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr

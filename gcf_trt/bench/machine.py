@@ -14,7 +14,6 @@ from .. import __version__
 from .timing import error_text
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def _cpu_flags_and_model() -> tuple[str, list[str]]:
@@ -75,9 +74,17 @@ def native_bf16() -> tuple[bool, str]:
 
 
 def int8_dot_product() -> str:
-    """How this CPU multiplies INT8: VNNI/AMX, or AVX2 (u8s8 without VNNI can saturate)."""
+    """How this CPU multiplies INT8: VNNI/AMX, or AVX2 (u8s8 without VNNI can saturate).
+
+    The product's rule (:func:`gcf_trt.cpuinfo.has_vnni`), so that a run under
+    ``ONEDNN_MAX_CPU_ISA`` (imitating a smaller CPU for OpenVINO) says so instead of reporting
+    the flags it hides."""
+    from ..cpuinfo import VNNI_FLAGS, has_vnni
     _, flags = _cpu_flags_and_model()
     have = [f for f in VNNI_FLAGS if f in flags]
+    if have and has_vnni() is False:
+        return (f"avx2: ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')} hides {', '.join(have)} "
+                "from OpenVINO (ONNX Runtime picks its kernels by CPUID and still uses them)")
     if have:
         return f"vnni ({', '.join(have)})"
     return "avx2" if "avx2" in flags else "none of avx2 / vnni"
@@ -102,7 +109,8 @@ def library_versions() -> dict[str, str]:
 def machine_info() -> dict[str, Any]:
     """Everything about the machine that a reader of the results needs."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS") if k in os.environ}
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "ONEDNN_MAX_CPU_ISA")
+           if k in os.environ}
     bf16, bf16_why = native_bf16()
     return {"cpu": cpu_info(), "versions": library_versions(), "load_average_at_start": load, "env": env,
             "native": {"bf16": bf16, "bf16_evidence": bf16_why, "int8_dot_product": int8_dot_product(),

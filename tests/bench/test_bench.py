@@ -109,6 +109,22 @@ def test_missing_backends_are_recorded_not_raised(monkeypatch, tmp_path):
     assert cands["tensorrt_fp16"].unavailable and cands["tensorrt_int8"].unavailable
 
 
+def test_the_int8_dot_product_follows_the_products_rule_under_an_imitated_isa(monkeypatch):
+    """A run under ONEDNN_MAX_CPU_ISA=AVX2 on a VNNI CPU (the imitation docs/INT8.md uses) must not
+    report VNNI: OpenVINO's kernels are AVX2 there.  The environment says why in the results."""
+    from gcf_trt import cpuinfo
+    from gcf_trt.bench import machine
+    monkeypatch.setattr(machine, "_cpu_flags_and_model", lambda: ("VNNI test CPU", ["avx2", "avx512_vnni"]))
+    monkeypatch.setattr(cpuinfo, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    monkeypatch.setattr(cpuinfo, "is_x86", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert machine.int8_dot_product() == "vnni (avx512_vnni)"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    text = machine.int8_dot_product()
+    assert text.startswith("avx2: ONEDNN_MAX_CPU_ISA=AVX2 hides avx512_vnni") and "ONNX Runtime" in text
+    assert machine.machine_info()["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+
+
 def test_bf16_is_skipped_where_the_cpu_cannot_do_it(monkeypatch, tmp_path):
     from gcf_trt.bench import machine
     from gcf_trt.bench.sections.roofline import machine_peaks

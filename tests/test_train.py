@@ -179,10 +179,13 @@ def test_real_ctrl_c_on_the_cli_keeps_a_loadable_checkpoint_and_resume_finishes(
     base = [sys.executable, "-m", "gcf_trt.cli", "train", "--videos", str(folder_set), "--out", str(out),
             "--backbone-weights", str(weights_file), "--freeze-backbone", "--width", "4", "--clip-len", "4",
             "--size", "32", "--resize-short", "36", "--ring-size", "8", "--epochs", "2"]
-    # PYTHONFAULTHANDLER: if the child ever hangs after SIGINT (seen once in a full run on
-    # 2026-12-04, not reproduced in 18 runs alone), SIGABRT makes it print every thread's stack.
+    # The child gets SIGINT's default disposition, as from a terminal: a test run started in the
+    # background (`cmd &`, nohup) inherits SIGINT ignored, and Python then keeps ignoring it, so
+    # Ctrl-C never arrives (the hang of 2026-12-04, found with the faulthandler dump below).
+    # PYTHONFAULTHANDLER: should the child hang after SIGINT, SIGABRT prints every thread's stack.
     proc = subprocess.Popen(base + ["--head-epochs", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = _time.time() + 120
         while not out.exists() and _time.time() < deadline and proc.poll() is None:

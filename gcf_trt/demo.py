@@ -13,9 +13,40 @@ from pathlib import Path
 from typing import Callable
 
 DEMO_CHECKPOINT = "demo.pt"
-# Procedural videos give ~12 clips each; the gate needs 256 held-out predictions from videos it
-# does not calibrate on, so 32 videos = ~22 held out + ~10 to calibrate on.
-DEFAULT_CALIB_VIDEOS = 32
+# The build holds out whole calibration videos until their clips give the gate's 256 ring
+# predictions, and calibrates on up to 64 clips of the rest.  How many videos that takes depends
+# on the model's clips (8-frame clips: ~12 per generated video, 16-frame ones: ~6), so the
+# default count is computed from the checkpoint's spec (:func:`calibration_video_count`).
+DEFAULT_CALIB_VIDEOS = None
+
+
+def calibration_video_count(spec, seed: int) -> int:
+    """Generated calibration videos that always give the gate its held-out predictions and the
+    INT8 calibration its clips, whichever videos the build's seeded split holds out.
+
+    The split holds videos out until they reach the gate's count, so it holds out at most one
+    video's clips beyond it; the rest must still give the calibration clips.  The videos are
+    planned (not rendered) with the seed :func:`run_demo` generates them with.
+    """
+    from .compile.calibration import GATE_PREDICTIONS
+    from .compile.options import CalibrationOptions
+    from .data import GenConfig, plan_video
+    from .errors import InputError
+    from .preprocess import clip_starts
+
+    def clips(frames: int) -> int:
+        return len(clip_starts(-(-frames // spec.frame_step), spec))
+
+    need = GATE_PREDICTIONS + CalibrationOptions().clips + clips(GenConfig().max_frames)
+    count, total = 0, 0
+    while total < need:
+        if count >= 10_000:
+            raise InputError(f"generated videos are too short for the model's clips "
+                             f"({spec.clip_len} frames every {spec.frame_step})")
+        # A video's length does not depend on its class (make_videos gives each one).
+        total += clips(plan_video(seed, count, label=0).num_frames)
+        count += 1
+    return count
 
 
 def bundled_checkpoint() -> Path:
@@ -44,7 +75,7 @@ class DemoResult:
 
 
 def run_demo(out: str | Path, *, checkpoint: str | Path | None = None, precision: str = "auto",
-             seed: int = 7, label: str | None = None, calib_videos: int = DEFAULT_CALIB_VIDEOS,
+             seed: int = 7, label: str | None = None, calib_videos: int | None = DEFAULT_CALIB_VIDEOS,
              say: Callable[[str], None] = print, progress: Callable[[str], None] | None = print) -> DemoResult:
     """Run the whole demo into ``out``.
 
@@ -53,7 +84,8 @@ def run_demo(out: str | Path, *, checkpoint: str | Path | None = None, precision
             passes the agreement gate), ``"int8"`` or ``"fp32"``.  A forced ``"int8"`` that fails
             the gate is an error, never a silent fallback.
         calib_videos: generated calibration videos (auto / int8); part of them are held out for
-            the agreement gate.
+            the agreement gate.  None (default): enough for the gate and the calibration
+            (:func:`calibration_video_count`).
         say: prints the predictions and the result; progress: build progress lines (None: quiet).
     """
     from .compile.build import build_engines
@@ -72,7 +104,7 @@ def run_demo(out: str | Path, *, checkpoint: str | Path | None = None, precision
                          hint="reinstall gcf-trt (the wheel ships gcf_trt/assets/demo.pt) or pass --checkpoint")
     if precision not in ("auto", "int8", "fp32"):
         raise InputError(f"--precision must be auto, int8 or fp32, got {precision!r}")
-    if calib_videos < 2:
+    if calib_videos is not None and calib_videos < 2:
         raise InputError(f"--calib-videos must be >= 2, got {calib_videos}")
     label_index = None
     if label is not None:
@@ -86,6 +118,9 @@ def run_demo(out: str | Path, *, checkpoint: str | Path | None = None, precision
     calib = None
     if precision in ("int8", "auto"):
         calib = out / "calib"
+        if calib_videos is None:
+            from .compile.model import load_checkpoint
+            calib_videos = calibration_video_count(load_checkpoint(ckpt).spec, 10_000 + seed)
         if progress:
             progress(f"generating {calib_videos} calibration videos in {calib}")
         make_videos(calib, calib_videos, seed=10_000 + seed)

@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=7, help="seed of the generated test video")
     p.add_argument("--label", default=None, help="class of the test video (default: drawn from the seed)")
     p.add_argument("--calib-videos", type=int, default=DEFAULT_CALIB_VIDEOS,
-                   help=f"generated calibration videos for auto/int8 ({DEFAULT_CALIB_VIDEOS}; some are held out "
-                        f"for the agreement gate)")
+                   help="generated calibration videos for auto/int8 (default: as many as the model's clips "
+                        "need for the agreement gate's held-out predictions and the calibration)")
     p.set_defaults(func=_demo)
 
 

@@ -106,9 +106,17 @@ class _StreamView:
         self.segments: collections.deque[dict] = collections.deque(maxlen=50)
 
 
+def _predicts_no_action_class(prediction: Any) -> bool:
+    """The model's own no-action class is the top class (the page then shows "no action 0.97",
+    as the overlay does, not "no action (no action 0.97)")."""
+    label = getattr(prediction, "no_action_label", None)
+    return label is not None and prediction.label == label
+
+
 def _compact(event: "PredictionEvent") -> dict[str, Any]:
     r = event.record
     return {"stream": event.stream, "clip_index": r["clip_index"], "action": r["action"], "label": r["label"],
+            "no_action_class": _predicts_no_action_class(event.prediction),
             "score": r["score"], "top_k": r["top_k"], "frame_range": r["frame_range"], "stream_time_s": r.get("stream_time_s"),
             "wall_time": r.get("wall_time"), "latency_ms": r["latency_ms"],
             "gates": [{"clip_index": g["clip_index"], "gate": g["gate"], "selected": g["selected"]} for g in r["gates"]]}
@@ -223,6 +231,7 @@ class LiveServer(Sink):
                 streams.append({**run.health(i), "ring_size": run.spec.ring_size,
                                 "prediction": None if p is None else {
                                     "clip_index": p.clip_index, "action": p.action, "label": p.label,
+                                    "no_action_class": _predicts_no_action_class(p),
                                     "score": round(float(p.score), 4),
                                     "gates": [{"clip_index": g.clip_index, "gate": round(float(g.gate), 4),
                                                "selected": g.selected} for g in p.gates]},
@@ -465,12 +474,14 @@ function drawTimeline(c) {
 }
 function onPrediction(p) {
   const c = cards[p.stream]; if (!c) return;
-  // "no action" when no clip of the ring reaches the action gate; the class is then only a guess.
-  const idle = p.action === null;
+  // "no action" when no clip of the ring reaches the action gate; the class is then only a guess
+  // (shown in brackets).  A model with a no-action class that predicts it: "no action 0.97".
+  const idle = p.action === null, guess = idle && !p.no_action_class;
   c.label.innerHTML = ""; c.label.append((idle ? "no action" : p.label) + " ");
   const sc = document.createElement("span"); sc.className = "score";
-  sc.textContent = idle ? "(" + p.label + " " + p.score.toFixed(2) + ")" : p.score.toFixed(2); c.label.appendChild(sc);
+  sc.textContent = guess ? "(" + p.label + " " + p.score.toFixed(2) + ")" : p.score.toFixed(2); c.label.appendChild(sc);
   c.label.classList.toggle("idle", idle); c.label.dataset.action = idle ? "" : p.action;
+  c.label.dataset.label = p.label;
   c.label.dataset.clip = String(p.clip_index); c.label.dataset.updates = String(Number(c.label.dataset.updates) + 1);
   drawRing(c, p.gates);
   const newest = p.gates[p.gates.length - 1];

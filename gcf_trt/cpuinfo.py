@@ -31,6 +31,18 @@ _ONEDNN_VNNI_ISAS = ("AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16",
                      "AVX512_CORE_AMX_FP16", "AVX2_VNNI", "AVX2_VNNI_2", "AVX10_1_512",
                      "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "ALL")
 
+# ... and those that include BF16 compute (OpenVINO's BF16 inference precision needs one).
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                     "AVX2_VNNI_2", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "ALL")
+
+
+def onednn_limit_hides_bf16() -> str | None:
+    """``ONEDNN_MAX_CPU_ISA``'s value when it sets oneDNN (OpenVINO's CPU kernels) below any ISA
+    with BF16 compute, else None.  The CPU's flags still say BF16 then, and so does OpenVINO's
+    capability list, but a BF16 engine fails at its first inference."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return limit if limit and limit not in _ONEDNN_BF16_ISAS else None
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import AgreementError, BackendUnavailable, CalibrationError, InputError
+from ..errors import AgreementError, BackendUnavailable, CalibrationError, EngineError, InputError
 from ..fsutil import atomic_output_dir
 from ..manifest import MANIFEST_NAME, write_manifest
 from ..progress import progress_bar
@@ -69,10 +69,14 @@ def _cpu_candidates(precision: str, runtime: str | None, have_int8: bool, have_h
         if status.get(r) is not None:
             notes.append(f"{r} not tried: {status[r]}")
             runtimes.remove(r)
-    bf16 = False
+    bf16, no_bf16 = False, "this CPU has no BF16 support"
     if "openvino" in runtimes:
+        from ..cpuinfo import onednn_limit_hides_bf16
         from ..runtime.backends.openvino import supports_bf16
         bf16 = supports_bf16()
+        hidden = onednn_limit_hides_bf16()
+        if bf16 and hidden:
+            bf16, no_bf16 = False, f"ONEDNN_MAX_CPU_ISA={hidden} limits OpenVINO's kernels to an ISA without BF16"
     wanted = ["fp32", "int8", "bf16"] if precision == "auto" else [precision]
     cands = []
     for r in runtimes:
@@ -80,7 +84,7 @@ def _cpu_candidates(precision: str, runtime: str | None, have_int8: bool, have_h
             if p == "bf16" and r != "openvino":
                 continue
             if p == "bf16" and not bf16:
-                notes.append("openvino bf16 not tried: this CPU has no BF16 support")
+                notes.append(f"openvino bf16 not tried: {no_bf16}")
                 continue
             if p != "fp32" and not have_holdout:
                 continue
@@ -247,8 +251,17 @@ def _select(cands: list[_Candidate], tmp: Path, model: Any, holdout: list[np.nda
                 c.record.update(agreement=None, passed=True, note="FP32 reference")
             else:
                 say(f"checking {c.name} against FP32 on {sum(len(d) for d in data)} clips of {len(data)} {data_kind}")
-                result = agreement(reference, c.backend, data, head,
-                                   no_action_index=model.spec.no_action_index)
+                try:
+                    result = agreement(reference, c.backend, data, head,
+                                       no_action_index=model.spec.no_action_index)
+                except Exception as exc:  # noqa: BLE001 - an engine that loads but cannot run is refused
+                    line = next((ln.strip() for ln in reversed(str(exc).splitlines()) if ln.strip()), type(exc).__name__)
+                    c.record.update(error=f"failed to run: {line}", passed=False)
+                    c.backend.close()
+                    c.backend = None  # nothing to time
+                    if forced:
+                        raise EngineError(f"{c.name} loads but fails to run: {line}") from exc
+                    continue
                 result["data"] = data_kind
                 if c.precision != "fp32":
                     ok = passes(result, min_agreement, min_cosine)

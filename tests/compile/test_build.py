@@ -335,3 +335,55 @@ def test_two_concurrent_builds_to_one_out_end_with_one_complete_result(tiny_chec
     verify_files(out, m)  # every file of the winner present and matching its hash
     assert {p.name for p in out.iterdir()} == set(m["files"]) | {"manifest.json"}
     assert [p.name for p in tmp_path.iterdir()] == ["engines"]  # no temp or old dirs left
+
+
+def test_bf16_is_not_a_candidate_where_onednn_is_limited_below_it(monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 (how docs/INT8.md imitates an AVX2 CPU) the CPU flags and
+    OpenVINO's capability list still say BF16, but a BF16 engine fails at its first inference: the
+    build must not try it, and says why."""
+    from gcf_trt.compile.cpu_build import _cpu_candidates
+    from gcf_trt.runtime.backends import openvino as ov_backend
+    monkeypatch.setattr(ov_backend, "supports_bf16", lambda: True)
+    monkeypatch.setattr("gcf_trt.runtime.backends.available_runtimes",
+                        lambda: {"onnxruntime": None, "openvino": None})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    notes: list[str] = []
+    assert ("openvino", "bf16") in {(c.runtime, c.precision) for c in _cpu_candidates("auto", None, True, True, 1, notes)}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    notes = []
+    cands = _cpu_candidates("auto", None, True, True, 1, notes)
+    assert "bf16" not in {c.precision for c in cands} and {c.precision for c in cands} == {"fp32", "int8"}
+    assert notes == ["openvino bf16 not tried: ONEDNN_MAX_CPU_ISA=AVX2 limits OpenVINO's kernels to an ISA without BF16"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert "bf16" in {c.precision for c in _cpu_candidates("auto", None, True, True, 1, [])}
+
+
+def test_a_candidate_that_loads_but_fails_to_run_is_refused_and_another_is_chosen(
+        monkeypatch, tiny_checkpoint, calib_dir, tmp_path):
+    """An engine can compile and then fail at inference (OpenVINO BF16 under an ISA limit did:
+    "Convolution node ... object is not initialized").  The build records the error line for that
+    candidate, leaves it out of the trial, and chooses among the others; forced, it is one error."""
+    from gcf_trt.compile import agreement as agreement_module
+    from gcf_trt.compile.build import build_engines
+    from gcf_trt.compile.options import CalibrationOptions, CpuOptions, GateOptions
+    from gcf_trt.errors import EngineError
+    real = agreement_module.agreement
+    opts = {"calibration": CalibrationOptions(gate_predictions=4), "gate": GateOptions(min_agreement=0.5),
+            "cpu": CpuOptions(threads=1, trial_iterations=2)}
+
+    def failing_on_int8(reference, backend, *args, **kwargs):
+        if "int8" in str(getattr(backend, "path", "")):
+            raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp:224:\n"
+                               "[CPU] Convolution node with name 'node_Conv_1' object is not initialized\n")
+        return real(reference, backend, *args, **kwargs)
+    monkeypatch.setattr(agreement_module, "agreement", failing_on_int8)
+    result = build_engines(tiny_checkpoint, tmp_path / "auto", target="cpu", precision="auto", runtime="onnxruntime",
+                           calib=calib_dir, **opts)
+    cands = {c["precision"]: c for c in result.manifest["selection"]["candidates"]}
+    assert cands["int8"]["passed"] is False and "median_ms" not in cands["int8"]
+    assert cands["int8"]["error"] == "failed to run: [CPU] Convolution node with name 'node_Conv_1' object is not initialized"
+    assert result.manifest["selection"]["chosen"]["precision"] == "fp32"
+    with pytest.raises(EngineError, match="onnxruntime int8 loads but fails to run: .CPU. Convolution node"):
+        build_engines(tiny_checkpoint, tmp_path / "forced", target="cpu", precision="int8", runtime="onnxruntime",
+                      calib=calib_dir, **opts)
+    assert not (tmp_path / "forced").exists()

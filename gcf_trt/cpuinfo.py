@@ -36,11 +36,16 @@ _ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", 
                      "AVX2_VNNI_2", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "ALL")
 
 
+def _onednn_limit() -> str:
+    """``ONEDNN_MAX_CPU_ISA`` as oneDNN reads it (case-insensitive), or ``""``."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+
+
 def onednn_limit_hides_bf16() -> str | None:
     """``ONEDNN_MAX_CPU_ISA``'s value when it sets oneDNN (OpenVINO's CPU kernels) below any ISA
     with BF16 compute, else None.  The CPU's flags still say BF16 then, and so does OpenVINO's
     capability list, but a BF16 engine fails at its first inference."""
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    limit = _onednn_limit()
     return limit if limit and limit not in _ONEDNN_BF16_ISAS else None
 
 
@@ -66,7 +71,7 @@ def has_vnni() -> bool | None:
     """True/False on x86 Linux; None where the flags cannot be read (then assume no VNNI)."""
     if not is_x86():
         return None
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    limit = _onednn_limit()
     if limit and limit not in _ONEDNN_VNNI_ISAS:
         return False
     flags = cpu_flags()

@@ -95,9 +95,14 @@ class Prediction:
         return any(g.gate >= ACTION_GATE for g in self.gates)
 
     @property
+    def predicts_no_action_class(self) -> bool:
+        """Whether the top class is the model's own no-action class (never, without one)."""
+        return self.no_action_label is not None and self.label == self.no_action_label
+
+    @property
     def action(self) -> str | None:
         """``label`` when an action is in view, else None (see the class docstring)."""
-        return self.label if self.action_in_view and self.label != self.no_action_label else None
+        return self.label if self.action_in_view and not self.predicts_no_action_class else None
 
     @property
     def gate_values(self) -> np.ndarray:

@@ -26,7 +26,7 @@ def decision_text(prediction: Prediction) -> str:
     """'grow 0.91', or 'no action (grow 0.31)' when no clip of the ring reaches the action gate;
     'no action 0.94' when a model with a no-action class predicts it."""
     guess = f"{prediction.label} {prediction.score:.2f}"
-    if prediction.action is not None or prediction.label == prediction.no_action_label:
+    if prediction.action is not None or prediction.predicts_no_action_class:
         return guess
     return f"{NO_ACTION} ({guess})"
 

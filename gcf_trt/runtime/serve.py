@@ -106,17 +106,11 @@ class _StreamView:
         self.segments: collections.deque[dict] = collections.deque(maxlen=50)
 
 
-def _predicts_no_action_class(prediction: Any) -> bool:
-    """The model's own no-action class is the top class (the page then shows "no action 0.97",
-    as the overlay does, not "no action (no action 0.97)")."""
-    label = getattr(prediction, "no_action_label", None)
-    return label is not None and prediction.label == label
-
-
 def _compact(event: "PredictionEvent") -> dict[str, Any]:
     r = event.record
     return {"stream": event.stream, "clip_index": r["clip_index"], "action": r["action"], "label": r["label"],
-            "no_action_class": _predicts_no_action_class(event.prediction),
+            # The page then shows "no action 0.97", as the overlay does, not "no action (no action 0.97)".
+            "no_action_class": event.prediction.predicts_no_action_class,
             "score": r["score"], "top_k": r["top_k"], "frame_range": r["frame_range"], "stream_time_s": r.get("stream_time_s"),
             "wall_time": r.get("wall_time"), "latency_ms": r["latency_ms"],
             "gates": [{"clip_index": g["clip_index"], "gate": g["gate"], "selected": g["selected"]} for g in r["gates"]]}
@@ -231,7 +225,7 @@ class LiveServer(Sink):
                 streams.append({**run.health(i), "ring_size": run.spec.ring_size,
                                 "prediction": None if p is None else {
                                     "clip_index": p.clip_index, "action": p.action, "label": p.label,
-                                    "no_action_class": _predicts_no_action_class(p),
+                                    "no_action_class": p.predicts_no_action_class,
                                     "score": round(float(p.score), 4),
                                     "gates": [{"clip_index": g.clip_index, "gate": round(float(g.gate), 4),
                                                "selected": g.selected} for g in p.gates]},
